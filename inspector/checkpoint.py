@@ -1,0 +1,147 @@
+"""Checkpoints: a directory with ``model.safetensors`` and ``manifest.json``.
+
+Nothing is ever unpickled. The manifest records the sha256 of the weights file and of the
+teacher's weights; loading checks both before anything is built, and a manifest may also be
+pinned by its own sha256 (the rollout message carries it). Writes are atomic: a temporary
+directory is filled, fsynced and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .nets.teachers import sha256_file
+
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint was refused; the message says why."""
+
+
+class Manifest(BaseModel):
+    """Everything needed to rebuild, verify and judge a trained model."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    format_version: int = FORMAT_VERSION
+    name: str = Field(description="model name that frames route on (the `model` header)")
+    version: str = Field(description="unique version of this checkpoint")
+    parent_version: str | None = None
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    method: str
+    variant: str | None = None
+    teacher: str
+    teacher_sha256: str
+    image_size: int = Field(gt=0, le=4096)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    sigma: float = 4.0
+    score_mode: str = "max"
+    topk_fraction: float = 0.01
+    loss: str = "map"
+    threshold: float
+    target_frr: float
+    score_stats: dict[str, float | int] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    data_fingerprint: str = ""
+    training: dict[str, Any] = Field(default_factory=dict)
+    weights_sha256: str = ""
+
+
+def new_version() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(out_dir: str | Path, student_state: dict[str, torch.Tensor], manifest: Manifest) -> Manifest:
+    """Write weights and manifest atomically into ``out_dir`` (replacing an older checkpoint there)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        weights = tmp / WEIGHTS_FILE
+        save_file({k: v.detach().cpu().contiguous() for k, v in student_state.items()}, str(weights))
+        manifest = manifest.model_copy(update={"weights_sha256": sha256_file(weights)})
+        (tmp / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+        for f in (weights, tmp / MANIFEST_FILE):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+        os.rename(tmp, out)
+        _fsync_dir(out.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(ckpt_dir: str | Path, expected_sha256: str | None = None) -> Manifest:
+    path = Path(ckpt_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt_dir}: no {MANIFEST_FILE}")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise CheckpointError(f"{path}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
+    raw = path.read_bytes()
+    if expected_sha256 is not None:
+        import hashlib
+
+        got = hashlib.sha256(raw).hexdigest()
+        if got != expected_sha256:
+            raise CheckpointError(f"{path}: manifest sha256 {got} does not match the expected {expected_sha256}")
+    try:
+        return Manifest.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        raise CheckpointError(f"{path}: invalid manifest: {exc}") from exc
+
+
+def read_weights(ckpt_dir: str | Path, manifest: Manifest) -> dict[str, torch.Tensor]:
+    """Load the student weights after checking their hash; safetensors never runs code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(ckpt_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt_dir}: no {WEIGHTS_FILE}")
+    digest = sha256_file(path)
+    if not manifest.weights_sha256 or digest != manifest.weights_sha256:
+        raise CheckpointError(
+            f"{path}: sha256 {digest} does not match the manifest's {manifest.weights_sha256 or '(none)'}; "
+            "the file is truncated, modified or not the one the manifest describes"
+        )
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from exc
+
+
+def manifest_sha256(ckpt_dir: str | Path) -> str:
+    return sha256_file(Path(ckpt_dir) / MANIFEST_FILE)

@@ -1,0 +1,114 @@
+"""The narrow interface the service (and ``inspector score``, and evaluation) sees of a model.
+
+``load_engine(dir)`` verifies and loads a checkpoint; ``Engine.infer(images)`` runs one batch of
+decoded images through the model on its device and returns one ``Inspection`` per image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, Manifest, read_manifest, read_weights
+from .nets.model import DiscrepancyModel, ModelConfig, build_student
+from .nets.teachers import TeacherWeightsError, build_teacher
+from .preprocess import prepare_batch
+from .regions import Region, find_regions, reduced_masks
+
+__all__ = ["Engine", "Inspection", "Region", "load_engine", "CheckpointError", "pick_device"]
+
+
+@dataclass
+class Inspection:
+    score: float
+    defect: bool
+    regions: list[Region]
+    mask: np.ndarray  # bool (mask_size, mask_size)
+    heatmap: np.ndarray = field(repr=False)  # float32 (image_size, image_size)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_config(manifest: Manifest) -> ModelConfig:
+    return ModelConfig(method=manifest.method, variant=manifest.variant or "dual", sigma=manifest.sigma,
+                       score_mode=manifest.score_mode, topk_fraction=manifest.topk_fraction)
+
+
+class Engine:
+    """A loaded, verified model ready for batched inference on one device."""
+
+    def __init__(self, model: DiscrepancyModel, manifest: Manifest, device: torch.device,
+                 mask_size: int = 64, min_region_area: int = 1, amp: bool | None = None):
+        self.model = model.to(device).eval()
+        self.manifest = manifest
+        self.device = device
+        self.mask_size = mask_size
+        self.min_region_area = min_region_area
+        self.amp = (device.type == "cuda") if amp is None else amp
+
+    name = property(lambda self: self.manifest.name)
+    version = property(lambda self: self.manifest.version)
+    threshold = property(lambda self: self.manifest.threshold)
+    image_size = property(lambda self: self.manifest.image_size)
+
+    def _autocast(self):
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anomaly maps (B,S,S) float32 and scores (B,) on the device."""
+        batch = prepare_batch(images, self.image_size, self.manifest.mean, self.manifest.std, self.device)
+        with self._autocast():
+            maps, scores = self.model.maps_and_scores(batch)
+        return maps.float(), scores.float()
+
+    def infer(self, images: Sequence[np.ndarray]) -> list[Inspection]:
+        if not images:
+            return []
+        maps, scores = self.maps(images)
+        thr = self.threshold
+        masks = reduced_masks(maps, thr, self.mask_size)
+        heatmaps = maps.cpu().numpy()
+        scores_np = scores.cpu().numpy()
+        out = []
+        for i, image in enumerate(images):
+            score = float(scores_np[i])
+            defect = score >= thr
+            regions = find_regions(heatmaps[i], thr, image.shape[:2], self.min_region_area) if defect else []
+            out.append(Inspection(score=score, defect=defect, regions=regions, mask=masks[i], heatmap=heatmaps[i]))
+        return out
+
+
+def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teacher_weights: str | Path | None = None,
+                expected_manifest_sha256: str | None = None, mask_size: int = 64, min_region_area: int = 1) -> Engine:
+    """Verify and load a checkpoint. Raises ``CheckpointError`` (never a half-built engine)."""
+    manifest = read_manifest(checkpoint_dir, expected_manifest_sha256)
+    state = read_weights(checkpoint_dir, manifest)
+    try:
+        teacher = build_teacher(manifest.teacher, teacher_weights)
+    except (ValueError, TeacherWeightsError) as exc:
+        raise CheckpointError(f"{checkpoint_dir}: teacher {manifest.teacher!r} unavailable: {exc}") from exc
+    if teacher.weights_sha256 != manifest.teacher_sha256:
+        raise CheckpointError(
+            f"{checkpoint_dir}: teacher weights sha256 {teacher.weights_sha256} differ from the ones the "
+            f"students were trained against ({manifest.teacher_sha256})"
+        )
+    try:
+        config = model_config(manifest)
+        student = build_student(config, teacher)
+        student.load_state_dict(state, strict=True)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint_dir}: weights do not fit a {manifest.method} model: {exc}") from exc
+    model = DiscrepancyModel(teacher, student, config)
+    return Engine(model, manifest, pick_device(device), mask_size, min_region_area)

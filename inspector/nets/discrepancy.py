@@ -1,0 +1,73 @@
+"""Batched anomaly maps and image scores, all in torch on the model's device.
+
+Per scale: 1 − cosine over channels, bilinear upsampling to the input size; sum over scales (and
+students); Gaussian smoothing (σ = 4, kernel 33, borders mirrored like scipy's default ``reflect``) as two
+separable 1-D convolutions. The image score is the map's maximum, or the mean of its top-k pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def _symmetric_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Pad by mirroring including the edge sample (scipy.ndimage's ``reflect``: d c b a | a b c d)."""
+    n = x.shape[dim]
+    if n >= r:
+        left = x.narrow(dim, 0, r).flip(dim)
+        right = x.narrow(dim, n - r, r).flip(dim)
+        return torch.cat([left, x, right], dim=dim)
+    pad = [0, 0, 0, 0]
+    pad[0 if dim == -1 else 2], pad[1 if dim == -1 else 3] = r, r
+    return F.pad(x, pad, mode="replicate")  # maps smaller than the kernel: nothing to mirror
+
+
+class AnomalyMapper(nn.Module):
+    """Turns teacher and student pyramids into smoothed anomaly maps of shape (B, H, W)."""
+
+    def __init__(self, sigma: float = 4.0):
+        super().__init__()
+        self.sigma = sigma
+        self.register_buffer("kernel", gaussian_kernel1d(sigma), persistent=False)
+
+    def raw(self, teacher: list[torch.Tensor], students: list[list[torch.Tensor]], size: tuple[int, int]) -> torch.Tensor:
+        total = None
+        for student in students:
+            for t, s in zip(teacher, student, strict=True):
+                d = 1.0 - F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1)
+                d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+                total = d if total is None else total + d
+        return total  # (B, 1, H, W)
+
+    def smooth(self, maps: torch.Tensor) -> torch.Tensor:
+        if self.sigma <= 0:
+            return maps
+        k = self.kernel.to(maps.dtype)
+        r = k.numel() // 2
+        x = F.conv2d(_symmetric_pad(maps, r, dim=-1), k.view(1, 1, 1, -1))
+        return F.conv2d(_symmetric_pad(x, r, dim=-2), k.view(1, 1, -1, 1))
+
+    def forward(self, teacher: list[torch.Tensor], students: list[list[torch.Tensor]], size: tuple[int, int]) -> torch.Tensor:
+        return self.smooth(self.raw(teacher, students, size)).squeeze(1)
+
+
+def image_scores(maps: torch.Tensor, mode: str = "max", topk_fraction: float = 0.01) -> torch.Tensor:
+    """Image score per map: the maximum, or the mean of the top ``topk_fraction`` of pixels."""
+    flat = maps.flatten(1)
+    if mode == "max":
+        return flat.amax(dim=1)
+    if mode == "topk":
+        k = max(1, math.ceil(topk_fraction * flat.shape[1]))
+        return flat.topk(k, dim=1).values.mean(dim=1)
+    raise ValueError(f"unknown score mode {mode!r}; choose 'max' or 'topk'")

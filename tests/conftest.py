@@ -1,0 +1,58 @@
+"""Shared fixtures: small synthetic data sets and a real (briefly trained) checkpoint, made on the fly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MAGNETIC_TILE = Path(os.environ.get("MAGNETIC_TILE", SHARED / "datasets" / "magnetic_tile"))
+
+# Small, fast, real: EfficientNet-Lite0 ImageNet teacher, 64 px synthetic parts.
+TINY_SIZE = 64
+TINY_EPOCHS = 12
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    from trainer.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data") / "parts", n_train=48, n_test_good=12, n_test_defect=12,
+                        size=128, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_fit(tmp_path_factory, synthetic_data) -> dict:
+    """A real RD checkpoint trained for a few seconds on synthetic parts (the summary of ``fit``)."""
+    import torch
+
+    from trainer.fit import FitConfig, fit
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    return fit(FitConfig(data=synthetic_data, out=out, method="rd", teacher="efficientnet_lite0",
+                         image_size=TINY_SIZE, epochs=TINY_EPOCHS, seed=0, progress=False, name="parts"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_fit) -> Path:
+    return Path(tiny_fit["checkpoint"])
+
+
+@pytest.fixture()
+def checkpoint_copy(tiny_checkpoint, tmp_path) -> Path:
+    """A private copy of the tiny checkpoint that a test may damage."""
+    import shutil
+
+    dst = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def magnetic_tile() -> Path:
+    if not (MAGNETIC_TILE / "train" / "good").is_dir():
+        pytest.skip(f"magnetic_tile data set not found at {MAGNETIC_TILE}")
+    return MAGNETIC_TILE

@@ -1,0 +1,55 @@
+"""The Engine: one batched inference path for the worker, `inspector score` and evaluation."""
+
+import numpy as np
+import pytest
+
+from inspector.engine import load_engine
+from trainer.synthetic import make_image
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint):
+    return load_engine(tiny_checkpoint, "cpu")
+
+
+def test_inspections_have_every_field(engine):
+    img, _ = make_image("scratch", size=128, seed=0, index=500)
+    (r,) = engine.infer([img])
+    assert isinstance(r.score, float) and r.defect == (r.score >= engine.threshold)
+    assert r.mask.shape == (64, 64) and r.mask.dtype == bool
+    assert r.heatmap.shape == (engine.image_size, engine.image_size) and r.heatmap.dtype == np.float32
+    assert r.score == pytest.approx(float(r.heatmap.max()), rel=1e-5)
+    assert r.mask.any() == r.defect
+
+
+def test_regions_are_in_original_pixels(engine):
+    img, _ = make_image("spot", size=128, seed=0, index=501)
+    wide = np.ascontiguousarray(np.concatenate([img, img, img], axis=1))  # 128 x 384
+    thr = engine.manifest.threshold
+    engine.manifest = engine.manifest.model_copy(update={"threshold": -1.0})  # everything is "defect"
+    try:
+        (r,) = engine.infer([wide])
+    finally:
+        engine.manifest = engine.manifest.model_copy(update={"threshold": thr})
+    assert r.defect and len(r.regions) == 1
+    box = r.regions[0]
+    assert (box.x0, box.y0, box.x1, box.y1) == (0, 0, 384, 128)
+    assert box.area == 384 * 128 and box.peak == pytest.approx(r.score)
+
+
+def test_any_layout_and_bit_depth(engine):
+    rgb, _ = make_image(None, size=128, seed=0, index=502)
+    gray = rgb.mean(axis=2).astype(np.uint8)
+    gray16 = gray.astype(np.uint16) * 257
+    odd = np.ascontiguousarray(rgb[:100, :77])
+    scores = [r.score for r in engine.infer([rgb, gray, gray16, odd])]
+    assert all(np.isfinite(scores))
+    assert scores[1] == pytest.approx(scores[2], rel=1e-3)  # 8-bit and 16-bit of the same picture
+
+
+def test_batch_equals_one_by_one(engine):
+    imgs = [make_image(kind, size=128, seed=0, index=510 + i)[0] for i, kind in enumerate([None, "spot", "scratch"])]
+    batched = [r.score for r in engine.infer(imgs)]
+    single = [engine.infer([im])[0].score for im in imgs]
+    np.testing.assert_allclose(batched, single, rtol=1e-4)
+    assert engine.infer([]) == []

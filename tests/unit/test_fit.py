@@ -1,0 +1,57 @@
+"""Training: the loss falls, a briefly trained model separates synthetic defects, resume, calibration."""
+
+import json
+
+import numpy as np
+import pytest
+
+from inspector.checkpoint import read_manifest
+from trainer.evaluate import evaluate
+from trainer.fit import FitConfig, fit, state_dir
+
+
+def test_loss_falls_and_threshold_is_calibrated(tiny_checkpoint):
+    m = read_manifest(tiny_checkpoint)
+    history = m.training["history"]
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert m.metrics["best_epoch"] == int(np.argmin([h["val_loss"] for h in history])) + 1
+    assert m.metrics["val_false_reject_rate"] <= m.target_frr
+    assert m.threshold > m.score_stats["max"]  # 0.5 % of a few validation images: above them all
+
+
+def test_briefly_trained_model_separates_synthetic_defects(tiny_checkpoint, synthetic_data):
+    result = evaluate(tiny_checkpoint, synthetic_data, None, "cpu")
+    assert result["image_auroc"] >= 0.9, result
+    assert result["pixel_auroc"] >= 0.85, result
+    assert set(result["per_type"]) == {"scratch", "spot"}
+
+
+def test_resume_continues_where_it_stopped(synthetic_data, tmp_path):
+    base = dict(data=synthetic_data, out=tmp_path / "m", image_size=32, seed=1, progress=False, max_train_images=16)
+    fit(FitConfig(**base, epochs=1))
+    summary = fit(FitConfig(**base, epochs=3, resume=True))
+    history = json.loads((state_dir(tmp_path / "m") / "state.json").read_text())["history"]
+    assert read_manifest(tmp_path / "m").training["history"] == history
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert summary["best_epoch"] in (1, 2, 3)
+
+
+def test_undecodable_training_images_are_skipped_and_reported(synthetic_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    (data / "train" / "good" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    summary = fit(FitConfig(data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False, max_train_images=100))
+    assert summary["skipped_images"] == 1
+    assert read_manifest(tmp_path / "m").training["skipped_images"][0][1] == "undecodable"
+
+
+def test_warm_start_records_the_parent(tiny_checkpoint, synthetic_data, tmp_path):
+    parent = read_manifest(tiny_checkpoint)
+    fit(FitConfig(data=synthetic_data, out=tmp_path / "child", image_size=64, epochs=1, progress=False,
+                  init_from=tiny_checkpoint, max_train_images=16))
+    assert read_manifest(tmp_path / "child").parent_version == parent.version
+    with pytest.raises(ValueError, match="warm-start"):
+        fit(FitConfig(data=synthetic_data, out=tmp_path / "x", method="dskd", image_size=64, epochs=1,
+                      progress=False, init_from=tiny_checkpoint))

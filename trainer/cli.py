@@ -1,0 +1,96 @@
+"""`trainer fit | evaluate` (and later `collect | refresh`). Each prints one JSON object as its last line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from inspector.logging_setup import configure_logging
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from .fit import FitConfig, fit
+
+    cfg = FitConfig(
+        data=args.data, out=args.out, method=args.method, variant=args.variant, teacher=args.teacher,
+        teacher_weights=args.teacher_weights, image_size=args.image_size, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, betas=(args.beta1, args.beta2), loss=args.loss, seed=args.seed,
+        val_fraction=args.val_fraction, target_frr=args.target_frr, score_mode=args.score_mode, device=args.device,
+        amp=not args.no_amp, cache_teacher=args.cache_teacher, name=args.name, resume=args.resume,
+        init_from=args.init_from, progress=not args.no_progress, max_train_images=args.max_train_images,
+    )
+    print(json.dumps(fit(cfg)))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    print(json.dumps(evaluate(args.checkpoint, args.data, args.report, args.device, args.batch_size)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainer", description="Train and evaluate anomaly-detection checkpoints.")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-json", action="store_true", help="structlog JSON lines instead of console output")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="train students on normal images and write a checkpoint")
+    f.add_argument("--data", type=Path, required=True, help="MVTec-layout folder (only train/good is read)")
+    f.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    f.add_argument("--method", choices=["rd", "dskd"], default="rd")
+    f.add_argument("--variant", choices=["dual", "dual_no_df", "forward", "rd"], default="dual", help="DSKD ablation")
+    f.add_argument("--teacher", default="efficientnet_lite0")
+    f.add_argument("--teacher-weights", type=Path, default=None, help="explicit teacher weight file")
+    f.add_argument("--image-size", type=int, default=256)
+    f.add_argument("--epochs", type=int, default=200)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--lr", type=float, default=0.005)
+    f.add_argument("--beta1", type=float, default=0.5)
+    f.add_argument("--beta2", type=float, default=0.999)
+    f.add_argument("--loss", choices=["map", "pixel"], default="map")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--val-fraction", type=float, default=0.1)
+    f.add_argument("--target-frr", type=float, default=0.005, help="false-reject rate the threshold is set for")
+    f.add_argument("--score-mode", choices=["max", "topk"], default="max")
+    f.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    f.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    f.add_argument("--cache-teacher", choices=["auto", "yes", "no"], default="auto")
+    f.add_argument("--name", default=None, help="model name (default: the data folder's name)")
+    f.add_argument("--resume", action="store_true", help="continue from OUT/train-state")
+    f.add_argument("--init-from", type=Path, default=None, help="warm-start from this checkpoint")
+    f.add_argument("--max-train-images", type=int, default=None)
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=_fit)
+
+    e = sub.add_parser("evaluate", help="image/pixel AUROC and AUPRO on a labelled folder")
+    e.add_argument("--checkpoint", type=Path, required=True)
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--report", type=Path, default=None, help="folder for metrics.json, ROC curves and heatmaps")
+    e.add_argument("--device", default=None)
+    e.add_argument("--batch-size", type=int, default=16)
+    e.set_defaults(func=_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, json_logs=args.log_json)
+    try:
+        return args.func(args)
+    except Exception as exc:  # one clear line for the operator and the scheduler
+        from inspector.checkpoint import CheckpointError
+        from inspector.nets.teachers import TeacherWeightsError
+        from .data import DatasetError
+
+        if isinstance(exc, (CheckpointError, TeacherWeightsError, DatasetError, ValueError, FileNotFoundError)):
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

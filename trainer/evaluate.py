@@ -1,0 +1,117 @@
+"""Evaluation of a checkpoint on a labelled MVTec-layout folder, through the serving Engine.
+
+Maps are compared with masks at the model's resolution (masks resized to S×S), the usual
+practice for MVTec-style benchmarks. The report folder gets ``metrics.json``, ROC curves and a
+grid of heatmap overlays.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from inspector.decode import DecodeError
+from inspector.engine import Engine, load_engine
+
+from .data import DatasetError, load_sample, resize_mask, scan_dataset
+from .metrics import per_type_metrics, score_stats
+from .report import heatmap_overlay, overlay_grid, plot_roc, roc_curve_points
+
+
+def run_test_set(engine: Engine, data: str | Path, batch_size: int = 16):
+    """Score every test image. Returns scores, maps, masks, labels, types, paths, a few originals, skipped."""
+    log = structlog.get_logger("trainer.evaluate")
+    index = scan_dataset(data)
+    if not index.test:
+        raise DatasetError(f"{data}: no test images to evaluate on")
+    S = engine.image_size
+    scores, maps, masks, types, paths, skipped, originals = [], [], [], [], [], [], {}
+    pending: list[tuple] = []
+
+    def flush() -> None:
+        m, s = engine.maps([img for _, img, _ in pending])
+        m, s = m.cpu().numpy(), s.cpu().numpy()
+        for (sample, img, mask), mi, si in zip(pending, m, s):
+            scores.append(float(si))
+            maps.append(mi.astype(np.float32))
+            masks.append(resize_mask(mask, S) if mask is not None else np.zeros((S, S), bool))
+            types.append(sample.defect_type)
+            paths.append(str(sample.path))
+            if len([k for k in originals if originals[k][0] == sample.defect_type]) < 4:
+                originals[len(paths) - 1] = (sample.defect_type, img)
+        pending.clear()
+
+    for sample in index.test:
+        try:
+            img, mask = load_sample(sample)
+        except (DecodeError, OSError) as exc:
+            skipped.append((str(sample.path), getattr(exc, "reason", "unreadable")))
+            log.warning("image_skipped", path=str(sample.path), reason=skipped[-1][1])
+            continue
+        pending.append((sample, img, mask))
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    return (np.asarray(scores), np.stack(maps), np.stack(masks), np.asarray([t != "good" for t in types]),
+            types, paths, originals, skipped)
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, report: str | Path | None = None,
+             device: str | None = None, batch_size: int = 16) -> dict[str, Any]:
+    engine = load_engine(checkpoint, device)
+    t0 = time.perf_counter()
+    scores, maps, masks, labels, types, paths, originals, skipped = run_test_set(engine, data, batch_size)
+    infer_s = time.perf_counter() - t0
+    result = per_type_metrics(types, scores, maps, masks)
+    overall = result["overall"]
+    thr = engine.threshold
+    good = ~labels
+    summary: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "model": engine.name, "version": engine.version,
+        "method": engine.manifest.method, "variant": engine.manifest.variant, "teacher": engine.manifest.teacher,
+        "image_size": engine.image_size,
+        "image_auroc": overall["image_auroc"], "pixel_auroc": overall.get("pixel_auroc"), "aupro": overall.get("aupro"),
+        "threshold": thr,
+        "false_reject_rate": float(np.mean(scores[good] >= thr)) if good.any() else None,
+        "defect_recall": float(np.mean(scores[labels] >= thr)) if labels.any() else None,
+        "per_type": result["per_type"],
+        "n_images": len(scores), "skipped": skipped,
+        "good_score_stats": score_stats(scores[good]) if good.any() else None,
+        "seconds": round(infer_s, 2), "images_per_s": round(len(scores) / infer_s, 2),
+    }
+    if report is not None:
+        write_report(Path(report), summary, scores, labels, types, maps, masks, originals, thr)
+    return summary
+
+
+def write_report(out: Path, summary: dict, scores, labels, types, maps, masks, originals, thr: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    types_arr = np.asarray(types)
+    curves = {"all": roc_curve_points(scores, labels)}
+    for t in sorted(set(types) - {"good"}):
+        sel = (types_arr == "good") | (types_arr == t)
+        curves[t] = roc_curve_points(scores[sel], labels[sel])
+    plot_roc(curves, out / "roc_image.png", "Image-level ROC")
+    # Pixel ROC from a deterministic strided sample of pixels (plot only; the metric itself is exact).
+    step = max(1, maps.size // 2_000_000)
+    plot_roc({"all pixels": roc_curve_points(maps.ravel()[::step], masks.ravel()[::step])}, out / "roc_pixel.png", "Pixel-level ROC")
+    vmax = float(np.percentile(maps, 99.9))
+    tiles, captions = [], []
+    for i in sorted(originals):
+        kind, img = originals[i]
+        mask = masks[i]
+        import cv2
+
+        full_mask = cv2.resize(mask.astype(np.uint8), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+        tiles.append(heatmap_overlay(img, maps[i], vmin=0.0, vmax=vmax, mask=full_mask if mask.any() else None))
+        verdict = "DEFECT" if scores[i] >= thr else "ok"
+        captions.append(f"{kind} {scores[i]:.3f} {verdict}")
+    if tiles:
+        overlay_grid(tiles, captions, out / "heatmaps.png", cols=4, tile_size=(192, 192))

@@ -1,0 +1,299 @@
+"""Training: students distilled from a frozen teacher on normal images only.
+
+Paper defaults (Adam 0.005, betas 0.5/0.999, batch 16). Images go through the same
+``inspector.preprocess`` path the service uses. A validation split of the training normals picks
+the best epoch (lowest validation loss) and calibrates the threshold; the test set is never read.
+Teacher features are computed once and cached when they fit in memory (the teacher is frozen and
+there is no augmentation, so they never change). Resume state is written as safetensors + JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+
+from inspector.checkpoint import Manifest, new_version, read_manifest, read_weights, save_checkpoint
+from inspector.decode import DecodeError, read_image
+from inspector.engine import pick_device
+from inspector.nets.losses import cosine_distillation_loss
+from inspector.nets.model import DiscrepancyModel, ModelConfig, build_student
+from inspector.nets.teachers import build_teacher
+from inspector.preprocess import prepare_batch
+
+from .data import data_fingerprint, scan_dataset, split_train_val
+from .metrics import score_stats, threshold_for_false_reject_rate
+
+
+
+def state_dir(out: Path) -> Path:
+    """Resume state lives beside the checkpoint (``OUT.train-state``): the checkpoint directory is
+    replaced atomically on every write and holds only the two published files."""
+    out = Path(out)
+    return out.parent / f"{out.name}.train-state"
+
+
+@dataclass
+class FitConfig:
+    data: Path
+    out: Path
+    method: str = "rd"
+    variant: str = "dual"
+    teacher: str = "efficientnet_lite0"
+    teacher_weights: Path | None = None
+    image_size: int = 256
+    epochs: int = 200
+    batch_size: int = 16
+    lr: float = 0.005
+    betas: tuple[float, float] = (0.5, 0.999)
+    loss: str = "map"
+    seed: int = 0
+    val_fraction: float = 0.1
+    target_frr: float = 0.005
+    score_mode: str = "max"
+    device: str | None = None
+    amp: bool = True
+    cache_teacher: str = "auto"  # auto | yes | no
+    cache_limit_gb: float = 4.0
+    name: str | None = None
+    resume: bool = False
+    init_from: Path | None = None  # warm start from a checkpoint (its version becomes the parent)
+    progress: bool = True
+    max_train_images: int | None = None
+    extra_train_paths: list[Path] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_images(paths: list[Path], log) -> tuple[list[np.ndarray], list[Path], list[tuple[str, str]]]:
+    """Decode every file once; undecodable ones are skipped, counted and reported."""
+    images, kept, skipped = [], [], []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+            kept.append(p)
+        except DecodeError as exc:
+            skipped.append((str(p), exc.reason))
+            log.warning("image_skipped", path=str(p), reason=exc.reason)
+    return images, kept, skipped
+
+
+def to_batches(images: list[np.ndarray], size: int, mean, std, chunk: int = 64) -> torch.Tensor:
+    parts = [prepare_batch(images[i:i + chunk], size, mean, std, "cpu") for i in range(0, len(images), chunk)]
+    return torch.cat(parts) if parts else torch.empty(0, 3, size, size)
+
+
+@torch.no_grad()
+def teacher_features(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32, dtype=torch.float32) -> list[torch.Tensor]:
+    outs: list[list[torch.Tensor]] = [[], [], []]
+    for i in range(0, len(x), batch):
+        for k, f in enumerate(model.teacher(x[i:i + batch].to(device))):
+            outs[k].append(f.to(dtype))
+    return [torch.cat(o) for o in outs]
+
+
+def feature_bytes(model: DiscrepancyModel, n: int, size: int) -> int:
+    c = model.teacher.spec.channels
+    s = model.teacher.spec.strides
+    return 4 * n * sum(ci * (size // si) ** 2 for ci, si in zip(c, s))
+
+
+@torch.no_grad()
+def validation_loss(model: DiscrepancyModel, x: torch.Tensor, feats, device, kind: str, batch: int = 32) -> float:
+    model.student.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(device)
+        tf = [f[i:i + batch].to(device).float() for f in feats] if feats is not None else None
+        t, s = model.features(xb, tf)
+        total += float(cosine_distillation_loss(t, s, kind)) * len(xb)
+        n += len(xb)
+    model.student.train()
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32) -> np.ndarray:
+    model.student.eval()
+    out = [model.maps_and_scores(x[i:i + batch].to(device))[1].float().cpu() for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+# ----------------------------------------------------------------------------- resume state
+
+def _save_state(out: Path, model: DiscrepancyModel, opt: torch.optim.Optimizer, epoch: int, best: dict, history: list) -> None:
+    from safetensors.torch import save_file
+
+    d = state_dir(out)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in model.student.state_dict().items()}
+    tensors.update({f"best.{k}": v for k, v in best["state"].items()} if best.get("state") else {})
+    osd = opt.state_dict()
+    for pid, st in osd["state"].items():
+        for key, val in st.items():
+            tensors[f"opt.{pid}.{key}"] = val.detach().cpu().contiguous() if torch.is_tensor(val) else torch.tensor(val)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(d / "state.safetensors.tmp"))
+    meta = {"epoch": epoch, "best_epoch": best.get("epoch"), "best_val": best.get("val"),
+            "param_groups": osd["param_groups"], "history": history}
+    (d / "state.json.tmp").write_text(json.dumps(meta))
+    (d / "state.safetensors.tmp").replace(d / "state.safetensors")
+    (d / "state.json.tmp").replace(d / "state.json")
+
+
+def _load_state(out: Path, model: DiscrepancyModel, opt: torch.optim.Optimizer) -> tuple[int, dict, list]:
+    from safetensors.torch import load_file
+
+    d = state_dir(out)
+    meta = json.loads((d / "state.json").read_text())
+    tensors = load_file(str(d / "state.safetensors"))
+    model.student.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("student.")})
+    best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, key = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[key] = v
+    opt.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    best = {"epoch": meta["best_epoch"], "val": meta["best_val"], "state": best_state or None}
+    return meta["epoch"], best, meta["history"]
+
+
+# ----------------------------------------------------------------------------- fit
+
+def fit(cfg: FitConfig) -> dict[str, Any]:
+    """Train, select the best epoch, calibrate, and write a checkpoint to ``cfg.out``. Returns a summary."""
+    log = structlog.get_logger("trainer.fit")
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    out = Path(cfg.out)
+    index = scan_dataset(cfg.data)
+    paths = list(index.train_paths) + [Path(p) for p in cfg.extra_train_paths]
+    if cfg.max_train_images:
+        paths = sorted(paths)[: cfg.max_train_images]
+    train_paths, val_paths = split_train_val(paths, cfg.val_fraction, cfg.seed)
+    train_imgs, train_paths, skipped = load_images(train_paths, log)
+    val_imgs, val_paths, skipped_val = load_images(val_paths, log)
+    skipped += skipped_val
+    if len(train_imgs) < 2 or not val_imgs:
+        raise ValueError(f"not enough usable normal images in {cfg.data}: {len(train_imgs)} train, {len(val_imgs)} validation")
+
+    teacher = build_teacher(cfg.teacher, cfg.teacher_weights)
+    mcfg = ModelConfig(method=cfg.method, variant=cfg.variant, score_mode=cfg.score_mode)
+    model = DiscrepancyModel(teacher, build_student(mcfg, teacher), mcfg).to(device)
+    parent = None
+    if cfg.init_from is not None:
+        init_manifest = read_manifest(cfg.init_from)
+        if (init_manifest.method, init_manifest.teacher) != (cfg.method, cfg.teacher):
+            raise ValueError(f"cannot warm-start a {cfg.method}/{cfg.teacher} model from {init_manifest.method}/{init_manifest.teacher}")
+        model.student.load_state_dict(read_weights(cfg.init_from, init_manifest))
+        parent = init_manifest.version
+    spec = teacher.spec
+    x_train = to_batches(train_imgs, cfg.image_size, spec.mean, spec.std)
+    x_val = to_batches(val_imgs, cfg.image_size, spec.mean, spec.std)
+    del train_imgs, val_imgs
+
+    cache = cfg.cache_teacher == "yes" or (
+        cfg.cache_teacher == "auto" and feature_bytes(model, len(x_train) + len(x_val), cfg.image_size) < cfg.cache_limit_gb * 2**30)
+    feat_dtype = torch.float16 if device.type == "cuda" else torch.float32
+    t0 = time.perf_counter()
+    f_train = teacher_features(model, x_train, device, dtype=feat_dtype) if cache else None
+    f_val = teacher_features(model, x_val, device, dtype=feat_dtype) if cache else None
+    if cache:
+        x_train_dev = x_train.to(device) if device.type == "cuda" else x_train
+        log.info("teacher_features_cached", images=len(x_train) + len(x_val), seconds=round(time.perf_counter() - t0, 1))
+    else:
+        x_train_dev = x_train
+
+    opt = torch.optim.Adam(model.student.parameters(), lr=cfg.lr, betas=cfg.betas)
+    start_epoch, best, history = 0, {"epoch": None, "val": math.inf, "state": None}, []
+    if cfg.resume and (state_dir(out) / "state.json").is_file():
+        start_epoch, best, history = _load_state(out, model, opt)
+        log.info("resumed", epoch=start_epoch, best_epoch=best["epoch"])
+
+    use_amp = cfg.amp and device.type == "cuda"
+    n = len(x_train)
+    bs = min(cfg.batch_size, n)
+    steps = n // bs  # drop the last partial batch: tiny batches destabilise batch norm
+    model.student.train()
+    train_seconds = 0.0
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=(cfg.epochs - start_epoch) * steps, desc=f"fit {cfg.method}", unit="step",
+                   file=sys.stderr, dynamic_ncols=True, disable=None)
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
+        perm = torch.randperm(n)
+        running = 0.0
+        for step in range(steps):
+            idx = perm[step * bs:(step + 1) * bs]
+            xb = x_train_dev[idx.to(x_train_dev.device)].to(device, non_blocking=True)
+            tf = [f[idx.to(f.device)].to(device).float() for f in f_train] if f_train is not None else None
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                t, s = model.features(xb, tf)
+                loss = cosine_distillation_loss(t, s, cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.detach().item()
+            if bar is not None:
+                dt = time.perf_counter() - t_epoch
+                bar.set_postfix(epoch=epoch + 1, loss=f"{running / (step + 1):.4f}", img_s=f"{(step + 1) * bs / dt:.0f}")
+                bar.update(1)
+        epoch_s = time.perf_counter() - t_epoch
+        train_seconds += epoch_s
+        val = validation_loss(model, x_val, f_val, device, cfg.loss)
+        history.append({"epoch": epoch + 1, "train_loss": running / max(steps, 1), "val_loss": val, "seconds": round(epoch_s, 2)})
+        log.info("epoch", epoch=epoch + 1, train_loss=round(running / max(steps, 1), 5), val_loss=round(val, 5),
+                 images_per_s=round(steps * bs / epoch_s, 1))
+        if val < best["val"]:
+            best = {"epoch": epoch + 1, "val": val, "state": {k: v.detach().cpu().clone() for k, v in model.student.state_dict().items()}}
+        _save_state(out, model, opt, epoch + 1, best, history)
+    if bar is not None:
+        bar.close()
+    if best["state"] is not None:
+        model.student.load_state_dict(best["state"])
+
+    scores = normal_scores(model, x_val, device)
+    threshold = threshold_for_false_reject_rate(scores, cfg.target_frr)
+    manifest = Manifest(
+        name=cfg.name or Path(cfg.data).resolve().name, version=new_version(), parent_version=parent,
+        method=cfg.method, variant=cfg.variant if cfg.method == "dskd" else None,
+        teacher=cfg.teacher, teacher_sha256=teacher.weights_sha256, image_size=cfg.image_size,
+        mean=spec.mean, std=spec.std, sigma=mcfg.sigma, score_mode=cfg.score_mode, loss=cfg.loss,
+        threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
+        metrics={"val_loss": best["val"], "best_epoch": best["epoch"], "val_images": len(x_val),
+                 "val_false_reject_rate": float(np.mean(scores >= threshold))},
+        data_fingerprint=data_fingerprint(train_paths + val_paths),
+        training={"epochs": cfg.epochs, "batch_size": bs, "lr": cfg.lr, "betas": list(cfg.betas), "seed": cfg.seed,
+                  "train_images": n, "skipped_images": skipped, "device": str(device),
+                  "train_seconds": round(train_seconds, 1), "amp": use_amp, "teacher_cache": cache,
+                  "history": history,
+                  "train_images_per_s": round(steps * bs * max(cfg.epochs - start_epoch, 0) / train_seconds, 1) if train_seconds else None},
+    )
+    manifest = save_checkpoint(out, model.student_state(), manifest)
+    log.info("checkpoint_written", out=str(out), version=manifest.version, threshold=threshold)
+    return {"checkpoint": str(out), "version": manifest.version, "method": cfg.method,
+            "variant": manifest.variant, "teacher": cfg.teacher, "threshold": threshold,
+            "best_epoch": best["epoch"], "val_loss": best["val"], "train_seconds": round(train_seconds, 1),
+            "train_images": n, "skipped_images": len(skipped)}
+
+
+def config_dict(cfg: FitConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}

@@ -1,4 +1,4 @@
-"""MVTec-layout dataset loading and the one definition of "decoded array -> model input".
+"""MVTec-layout dataset loading: the index, samples with their masks, splits and fingerprints.
 
 Layout::
 
@@ -6,8 +6,8 @@ Layout::
     ROOT/test/<type>/*                     'good' = normal, any other folder = a defect type
     ROOT/ground_truth/<type>/<stem>_mask.png   one mask per defect test image
 
-Conversion rules (shared by training, evaluation and - via :func:`to_float01_chw` - the
-inference engine): gray is replicated to 3 channels, uint8 is divided by 255, uint16 by 65535.
+Images are returned as decoded; turning them into model input is ``inspector.preprocess``'s job
+alone, so training, evaluation and serving see the same pixels.
 """
 
 from __future__ import annotations
@@ -15,33 +15,27 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import structlog
-import torch
-from torch.utils.data import Dataset
 
-from inspector.decode import DecodeError, read_image
+from inspector.decode import read_image
+from inspector.hashing import sha256_file
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DatasetError",
     "DatasetIndex",
-    "EvalSet",
-    "NormalImages",
     "Sample",
     "data_fingerprint",
     "load_sample",
-    "load_test_set",
     "resize_mask",
     "scan_dataset",
     "split_train_val",
-    "to_float01_chw",
-    "to_model_input",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -129,45 +123,6 @@ def scan_dataset(root: str | Path) -> DatasetIndex:
 # --------------------------------------------------------------------------- conversion
 
 
-def _interpolation(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> int:
-    """INTER_AREA when shrinking (anti-aliased), INTER_LINEAR otherwise."""
-    shrinking = dst_hw[0] <= src_hw[0] and dst_hw[1] <= src_hw[1]
-    return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-
-
-def to_float01_chw(image: np.ndarray) -> np.ndarray:
-    """Decoded ``H×W``/``H×W×1``/``H×W×3`` uint8|uint16 -> float32 ``(3,H,W)`` in [0,1], no resizing."""
-    img = np.asarray(image)
-    if img.dtype == np.uint8:
-        scale = 255.0
-    elif img.dtype == np.uint16:
-        scale = 65535.0
-    else:
-        raise ValueError(f"expected a uint8 or uint16 image, got {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim == 2:
-        out = np.empty((3, *img.shape), dtype=np.float32)
-        np.divide(img, scale, out=out[0], dtype=np.float32)
-        out[1] = out[0]
-        out[2] = out[0]
-        return out
-    if img.ndim == 3 and img.shape[2] == 3:
-        return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / np.float32(scale)
-    raise ValueError(f"expected H×W or H×W×3 image, got shape {img.shape}")
-
-
-def to_model_input(image: np.ndarray, image_size: int) -> np.ndarray:
-    """Decoded array -> float32 ``(3,S,S)`` in [0,1]; the training/evaluation input definition."""
-    chw = to_float01_chw(image)
-    h, w = chw.shape[1:]
-    if (h, w) == (image_size, image_size):
-        return chw
-    hwc = np.ascontiguousarray(chw.transpose(1, 2, 0))
-    resized = cv2.resize(hwc, (image_size, image_size), interpolation=_interpolation((h, w), (image_size,) * 2))
-    return np.ascontiguousarray(np.clip(resized, 0.0, 1.0).transpose(2, 0, 1))
-
-
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Bool mask -> bool ``(S,S)``.
 
@@ -188,13 +143,6 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _resize_native(image: np.ndarray, size: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    if (h, w) == (size, size):
-        return image
-    return cv2.resize(image, (size, size), interpolation=_interpolation((h, w), (size, size)))
-
-
 def _read_mask(path: Path) -> np.ndarray:
     """Mask file -> bool; 0/255 masks (MVTec) and 0/1 masks are both understood."""
     m = read_image(path)
@@ -205,12 +153,8 @@ def _read_mask(path: Path) -> np.ndarray:
     return m > (np.iinfo(m.dtype).max // 2)
 
 
-def load_sample(sample: Sample, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """(image as decoded, bool mask or None). Raises DecodeError for a bad image file.
-
-    With ``image_size`` both are resized to S×S (image keeps its dtype; mask by
-    :func:`resize_mask`); with None they are returned at native size.
-    """
+def load_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
+    """(image as decoded, bool mask at the image's size or None). Raises DecodeError for a bad image."""
     image = read_image(sample.path)
     mask = None
     if sample.mask_path is not None:
@@ -221,115 +165,10 @@ def load_sample(sample: Sample, image_size: int | None = None) -> tuple[np.ndarr
             raise DatasetError(
                 f"mask {sample.mask_path} is {mw}x{mh} but image {sample.path} is {iw}x{ih}"
             )
-    if image_size is not None:
-        image = _resize_native(image, image_size)
-        if mask is not None:
-            mask = resize_mask(mask, image_size)
     return image, mask
 
 
 # --------------------------------------------------------------------------- datasets
-
-
-class NormalImages(Dataset):
-    """Normal training images, decoded and resized once up front (datasets are small).
-
-    Undecodable files are skipped and listed in ``.skipped`` as ``(path, reason)``.
-    Items are float32 tensors ``(3,S,S)`` normalised with ``mean``/``std``.
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        image_size: int,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
-    ) -> None:
-        log = structlog.get_logger()
-        self.image_size = int(image_size)
-        self.skipped: list[tuple[Path, str]] = []
-        self.paths: list[Path] = []
-        arrays: list[np.ndarray] = []
-        for p in map(Path, paths):
-            try:
-                arrays.append(to_model_input(read_image(p), self.image_size))
-            except (DecodeError, OSError) as exc:
-                reason = exc.reason if isinstance(exc, DecodeError) else "unreadable"
-                self.skipped.append((p, reason))
-                log.warning("image_skipped", path=str(p), reason=reason, error=str(exc))
-                continue
-            self.paths.append(p)
-        if paths and not arrays:
-            raise DatasetError(f"none of the {len(paths)} training images could be decoded (first: {paths[0]})")
-        if self.skipped:
-            log.info("images_loaded", kept=len(self.paths), skipped=len(self.skipped))
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(3, 1, 1)
-        if arrays:
-            self.images = (torch.from_numpy(np.stack(arrays)) - mean_t) / std_t
-        else:
-            self.images = torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.float32)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]
-
-
-@dataclass
-class EvalSet:
-    """Test images at model size. Unpacks as ``images, masks, labels, types, paths``.
-
-    images: float32 ``(N,3,S,S)`` in [0,1] (numpy; ``torch.from_numpy`` is free);
-    masks: bool ``(N,S,S)`` (all False for good images, see :func:`resize_mask`);
-    labels: int64 ``(N,)``; types/paths: per image; skipped: ``(path, reason)`` not loaded.
-    """
-
-    images: np.ndarray
-    masks: np.ndarray
-    labels: np.ndarray
-    types: list[str]
-    paths: list[Path]
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-    def __iter__(self) -> Iterator:
-        return iter((self.images, self.masks, self.labels, self.types, self.paths))
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-def load_test_set(index: DatasetIndex, image_size: int) -> EvalSet:
-    """Load ``index.test`` at model size; undecodable images are skipped and reported.
-
-    A mask whose size differs from its image is a DatasetError (bad data, not a bad frame).
-    """
-    log = structlog.get_logger()
-    s = int(image_size)
-    images, masks, labels, types, paths = [], [], [], [], []
-    skipped: list[tuple[Path, str]] = []
-    for sample in index.test:
-        try:
-            image, mask = load_sample(sample)
-        except (DecodeError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, DecodeError) else "unreadable"
-            skipped.append((sample.path, reason))
-            log.warning("image_skipped", path=str(sample.path), reason=reason, error=str(exc))
-            continue
-        images.append(to_model_input(image, s))
-        masks.append(resize_mask(mask, s) if mask is not None else np.zeros((s, s), dtype=bool))
-        labels.append(sample.label)
-        types.append(sample.defect_type)
-        paths.append(sample.path)
-    return EvalSet(
-        images=np.stack(images) if images else np.zeros((0, 3, s, s), dtype=np.float32),
-        masks=np.stack(masks) if masks else np.zeros((0, s, s), dtype=bool),
-        labels=np.asarray(labels, dtype=np.int64),
-        types=types,
-        paths=paths,
-        skipped=skipped,
-    )
 
 
 def split_train_val(
@@ -356,14 +195,6 @@ def split_train_val(
     return train, val
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def data_fingerprint(paths: Sequence[str | Path], root: str | Path | None = None) -> str:
     """sha256 over sorted (relative path, file sha256) pairs.
 
@@ -375,7 +206,7 @@ def data_fingerprint(paths: Sequence[str | Path], root: str | Path | None = None
         base = Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
     else:
         base = Path(root).resolve()
-    pairs = sorted((p.relative_to(base).as_posix(), _sha256_file(p)) for p in files)
+    pairs = sorted((p.relative_to(base).as_posix(), sha256_file(p)) for p in files)
     h = hashlib.sha256()
     for rel, digest in pairs:
         h.update(f"{rel}\0{digest}\n".encode())

@@ -8,7 +8,6 @@ arbitrary pickled objects.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from ..hashing import sha256_file
 
 
 class TeacherWeightsError(RuntimeError):
@@ -87,14 +88,6 @@ def get_spec(name: str) -> TeacherSpec:
         return TEACHERS[name]
     except KeyError:
         raise ValueError(f"unknown teacher {name!r}; known: {', '.join(sorted(TEACHERS))}") from None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _package_weights(spec: TeacherSpec) -> Path:

@@ -1,4 +1,4 @@
-"""trainer.data: MVTec scanning, loading errors, conversion rules, split and fingerprint."""
+"""trainer.data: MVTec scanning, loading errors, split and fingerprint."""
 
 from __future__ import annotations
 
@@ -6,20 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from inspector.decode import encode_png
 from trainer.data import (
     DatasetError,
-    NormalImages,
     data_fingerprint,
     load_sample,
-    load_test_set,
     resize_mask,
     scan_dataset,
     split_train_val,
-    to_float01_chw,
-    to_model_input,
 )
 
 RNG = np.random.default_rng(1)
@@ -92,32 +87,13 @@ def test_mask_wrong_size_names_both_files(tmp_path: Path) -> None:
     assert str(mask_path) in msg and str(idx.test[0].path) in msg and "12x10" in msg and "24x24" in msg
 
 
-def test_load_sample_native_and_resized(tmp_path: Path) -> None:
+def test_load_sample_returns_the_image_as_decoded_with_its_mask(tmp_path: Path) -> None:
     idx = scan_dataset(_mvtec(tmp_path / "ds"))
     image, mask = load_sample(idx.test[0])
     assert image.shape == (24, 24, 3) and image.dtype == np.uint8
     assert mask.dtype == bool and mask.sum() == 32
-    image, mask = load_sample(idx.test[0], image_size=12)
-    assert image.shape == (12, 12, 3) and mask.shape == (12, 12) and mask.sum() == 8
+    assert resize_mask(mask, 12).sum() == 8
     assert load_sample(idx.test[1])[1] is None
-
-
-def test_conversion_rules() -> None:
-    g16 = np.array([[0, 65535], [32768, 65535]], np.uint16)
-    out = to_float01_chw(g16)
-    assert out.shape == (3, 2, 2) and out.dtype == np.float32
-    np.testing.assert_allclose(out[0], g16 / 65535.0, rtol=1e-6)
-    assert np.array_equal(out[0], out[2])
-    rgb = _img(5, 7)
-    out = to_float01_chw(rgb)
-    np.testing.assert_allclose(out, rgb.transpose(2, 0, 1) / 255.0, rtol=1e-6)
-    with pytest.raises(ValueError):
-        to_float01_chw(np.zeros((4, 4), np.float32))
-    # constant image stays constant at any size, up or down
-    for src in [(40, 60), (5, 9)]:
-        m = to_model_input(np.full((*src, 3), 51, np.uint8), 16)
-        assert m.shape == (3, 16, 16)
-        np.testing.assert_allclose(m, 0.2, atol=1e-6)
 
 
 def test_resize_mask_keeps_thin_defects() -> None:
@@ -130,38 +106,6 @@ def test_resize_mask_keeps_thin_defects() -> None:
     np.testing.assert_array_equal(resize_mask(blob, 8)[:4, :4], True)
     assert resize_mask(blob, 8).sum() == 16
     assert resize_mask(blob, 128).sum() == 64 * 64
-
-
-def test_normal_images_skip_undecodable_and_mixed_sizes(tmp_path: Path) -> None:
-    paths = [
-        _write(tmp_path / "a.png", _img(20, 30)),
-        _write(tmp_path / "b.png", _img(50, 40, gray=True, dtype=np.uint16)),
-        _write(tmp_path / "c.png", _img(8, 8, gray=True)),
-    ]
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
-    ds = NormalImages([*paths, bad], image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    assert len(ds) == 3 and ds.paths == paths
-    assert ds.skipped == [(bad, "undecodable")]
-    x = ds[1]
-    assert isinstance(x, torch.Tensor) and x.shape == (3, 16, 16) and x.dtype == torch.float32
-    assert x.min() >= -2.0 - 1e-5 and x.max() <= 2.0 + 1e-5  # (v-0.5)/0.25 with v in [0,1]
-    with pytest.raises(DatasetError):
-        NormalImages([bad], image_size=16)
-
-
-def test_load_test_set(tmp_path: Path) -> None:
-    root = _mvtec(tmp_path / "ds")
-    (root / "test" / "good" / "002.png").write_bytes(b"garbage")
-    ev = load_test_set(scan_dataset(root), 12)
-    images, masks, labels, types, paths = ev
-    assert images.shape == (3, 3, 12, 12) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
-    assert masks.shape == (3, 12, 12) and masks.dtype == bool
-    assert labels.tolist() == [1, 0, 0] and types == ["crack", "good", "good"]
-    assert masks[0].sum() == 8 and not masks[1:].any()
-    assert ev.skipped == [(root / "test" / "good" / "002.png", "unsupported_type")]
-    assert len(paths) == 3
 
 
 def test_split_train_val_deterministic() -> None:

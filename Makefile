@@ -10,5 +10,10 @@ install:
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Installs, starts a local broker + Redis, trains a small model, streams frames through a worker,
+# prints verdicts, writes heatmap overlays to demo-output/, and stops everything it started.
+demo: install
+	$(PY) -m inspector.demo $(if $(DATA),--data $(DATA))
+
 test-unit:
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

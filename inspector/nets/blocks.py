@@ -89,3 +89,19 @@ def kaiming_init(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class OutputHeads(nn.Module):
+    """Per-scale linear 1×1 projections, so a student's outputs can match signed teacher taps."""
+
+    def __init__(self, channels: tuple[int, int, int]):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Conv2d(c, c, 1) for c in channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [h(f) for h, f in zip(self.heads, feats, strict=True)]
+
+
+def output_heads(spec) -> nn.Module:
+    """Linear heads for teachers with signed taps; identity for post-ReLU (ResNet) taps."""
+    return OutputHeads(spec.channels) if spec.signed else nn.Identity()

@@ -15,6 +15,8 @@ layers of the DF module and the loss weights are not published; this is how we b
   At test time Se's view of an anomaly is normal-looking (it never learnt the anomaly), so the
   code Sd decodes is pulled further towards normal, and Sd's discrepancy grows where it should.
 * **Sd (reverse student)** — the RD4AD reverse decoder from the DF code to the three maps.
+* **Output heads** — for teachers whose taps are signed (EfficientNet's linear bottlenecks), both
+  students end each scale with a linear 1×1 projection (see ``blocks.output_heads``).
 * **Loss** — the same cosine distillation loss on every scale for both students, weights 1 : 1.
 * **Anomaly map** — per scale and per student 1 − cos(teacher, student), summed over scales and
   students (see ``discrepancy.py``).
@@ -31,7 +33,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .blocks import conv_bn_relu, forward_stage, kaiming_init
+from .blocks import conv_bn_relu, forward_stage, kaiming_init, output_heads
 from .reverse import MultiScaleFusion, OneClassBottleneck, ReverseDecoder
 from .teachers import TeacherSpec
 
@@ -50,11 +52,12 @@ class ForwardStudent(nn.Module):
         self.stage1 = forward_stage(spec.block, c1, c1, spec.layers[0], 1, spec.base_width)
         self.stage2 = forward_stage(spec.block, c1, c2, spec.layers[1], 2, spec.base_width)
         self.stage3 = forward_stage(spec.block, c2, c3, spec.layers[2], 2, spec.base_width)
+        self.heads = output_heads(spec)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         f1 = self.stage1(self.stem(images))
         f2 = self.stage2(f1)
-        return [f1, f2, self.stage3(f2)]
+        return self.heads([f1, f2, self.stage3(f2)])
 
 
 class DeepFeatureEmbedding(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import conv_bn_relu, forward_stage, kaiming_init, reverse_stage
+from .blocks import conv_bn_relu, forward_stage, kaiming_init, output_heads, reverse_stage
 from .teachers import TeacherSpec
 
 
@@ -54,11 +54,12 @@ class ReverseDecoder(nn.Module):
         self.stage3 = reverse_stage(b, spec.embed_channels, c3, spec.layers[0], spec.base_width)
         self.stage2 = reverse_stage(b, c3, c2, spec.layers[1], spec.base_width)
         self.stage1 = reverse_stage(b, c2, c1, spec.layers[2], spec.base_width)
+        self.heads = output_heads(spec)
 
     def forward(self, code: torch.Tensor) -> list[torch.Tensor]:
         f3 = self.stage3(code)
         f2 = self.stage2(f3)
-        return [self.stage1(f2), f2, f3]
+        return self.heads([self.stage1(f2), f2, f3])
 
 
 class ReverseDistillation(nn.Module):

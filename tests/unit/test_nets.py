@@ -75,3 +75,19 @@ def test_losses_are_zero_for_a_perfect_student_and_differ_by_kind():
     assert a > 0 and b > 0 and not torch.isclose(a, b)
     with pytest.raises(ValueError):
         cosine_distillation_loss(t, [s], "l2")
+
+
+def test_students_of_signed_teachers_can_output_negative_values():
+    """EfficientNet taps are signed (linear bottlenecks): a ReLU-ended student could not match them."""
+    lite = build_untrained_teacher("efficientnet_lite0")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        t = lite(x)
+        assert all((f < 0).any() for f in t)
+        for student in (ReverseDistillation(lite.spec), DualStudent(lite.spec, "dual")):
+            for pyramid in student.eval()(x, t):
+                assert all((f < 0).any() for f in pyramid)
+        resnet = build_untrained_teacher("resnet18")
+        tr = resnet(x)
+        assert all((f >= 0).all() for f in tr)  # post-ReLU taps: the paper's student, no heads
+        assert not hasattr(ReverseDistillation(resnet.spec).decoder.heads, "heads")

@@ -1,4 +1,4 @@
-"""`trainer fit | evaluate` (and later `collect | refresh`). Each prints one JSON object as its last line."""
+"""`trainer fit | evaluate | collect | refresh`. Each prints one JSON object as its last line."""
 
 from __future__ import annotations
 
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--batch-size", type=int, default=16)
     e.set_defaults(func=_evaluate)
+
+    from . import commands  # collect, refresh
+
+    commands.register(sub)
     return p
 
 

@@ -1,0 +1,88 @@
+"""`inspector serve`: build the worker from Settings and run it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from typing import Any
+
+import structlog
+
+from inspector.observability import HealthServer, Metrics, configure_logging
+from inspector.settings import Settings
+
+
+def build_and_run(settings: Settings) -> int:
+    from inspector.engine import load_engine  # torch import only when serving
+    from inspector.rollout import ModelRegistry, Rollout
+    from inspector.sinks import DeadLetterSink, HeatmapCache, VerdictSink, make_producer
+    from inspector.worker import Worker
+
+    configure_logging(settings.log_level)
+    log = structlog.get_logger("inspector.serve")
+    log.info("settings", **settings.safe_dump())
+    metrics = Metrics()
+    registry = ModelRegistry(metrics, settings.default_model)
+    rollout = Rollout(settings, registry, metrics, load_engine)
+    producer = make_producer(settings)
+    heatmaps = HeatmapCache(settings, metrics).start() if settings.redis_url else None
+    worker = Worker(
+        settings,
+        metrics,
+        registry,
+        VerdictSink(producer, settings.verdicts_topic),
+        DeadLetterSink(producer, settings.dlq_topic),
+        heatmaps,
+    )
+    health = HealthServer(settings.http_host, settings.http_port, metrics, worker.ready, worker.alive).start()
+    log.info("http_listening", host=settings.http_host, port=health.port)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        rollout.bootstrap()
+        if not registry.names():
+            log.error("no_model", hint="set INSPECTOR_CHECKPOINT or publish a ModelUpdate to the control topic")
+            return 2
+        rollout.start()
+        return worker.run()
+    finally:
+        rollout.stop()
+        if heatmaps is not None:
+            heatmaps.close()
+        producer.close(timeout=5)
+        health.stop()
+        log.info("exited")
+
+
+def _main(args: argparse.Namespace) -> int:
+    overrides = {
+        k: v
+        for k, v in {
+            "checkpoint": args.checkpoint,
+            "kafka_bootstrap_servers": args.bootstrap_servers,
+            "redis_url": args.redis_url,
+            "http_port": args.http_port,
+            "device": args.device,
+        }.items()
+        if v is not None
+    }
+    return build_and_run(Settings(**overrides))
+
+
+def register(subparsers: Any) -> None:
+    """Add `inspector serve`."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run an inspection worker (Kafka frames in, verdicts out)",
+        description="All settings come from INSPECTOR_* environment variables; flags override a few.",
+    )
+    p.add_argument("--checkpoint", help="starting checkpoint (INSPECTOR_CHECKPOINT)")
+    p.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (INSPECTOR_KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument("--redis-url", help="Redis URL (INSPECTOR_REDIS_URL); empty disables heatmaps")
+    p.add_argument("--http-port", type=int, help="health/metrics port (INSPECTOR_HTTP_PORT)")
+    p.add_argument("--device", help="torch device (INSPECTOR_DEVICE)")
+    p.set_defaults(func=_main)

@@ -1,0 +1,250 @@
+"""Every setting of the inspection service: one pydantic-settings model, env prefix ``INSPECTOR_``.
+
+Names are flat so that the environment reads like the issue: ``INSPECTOR_KAFKA_BOOTSTRAP_SERVERS``,
+``INSPECTOR_REDIS_URL``, ``INSPECTOR_CHECKPOINT``. Build one ``Settings()`` at start-up and pass it
+down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Configuration of `inspector serve` (and of the tools that talk to the same broker)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INSPECTOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers (host:port)."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) to verify the brokers.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mTLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (PEM) for mTLS.")
+    kafka_client_id: str = Field("inspector", description="Kafka client id prefix.")
+    kafka_session_timeout_ms: int = Field(
+        10_000,
+        ge=1_000,
+        description="Consumer group session timeout. Use 6000 against tansu (dev/tests).",
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        3_000, ge=100, description="Consumer heartbeat interval; ~1/3 of the session timeout or less."
+    )
+    kafka_max_poll_interval_ms: int = Field(
+        300_000, ge=1_000, description="Longest gap between polls before the group evicts the worker."
+    )
+    kafka_max_poll_records: int = Field(
+        64, ge=1, description="Records handed out by one poll (bounds what enters the pipeline at once)."
+    )
+    kafka_max_partition_fetch_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Consumer fetch size per partition (bytes)."
+    )
+    kafka_fetch_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Consumer fetch size per request (bytes)."
+    )
+    kafka_max_request_size: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest record the producer sends (dead-letter copies of big frames).",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        50, ge=0, le=10_000, description="Longest time the broker may hold an empty fetch (bounds idle latency)."
+    )
+    kafka_linger_ms: int = Field(2, ge=0, description="Producer linger before sending a batch.")
+    kafka_delivery_timeout_ms: int = Field(
+        30_000, ge=1_000, description="Producer gives up on a record after this; it is then retried."
+    )
+    group_id: str = Field("inspector", description="Consumer group of the workers.")
+    frames_topic: str = Field("frames", description="Input topic: key camera id, value image bytes.")
+    verdicts_topic: str = Field("verdicts", description="Output topic: JSON verdicts, key camera id.")
+    dlq_topic: str = Field("frames.dlq", description="Dead-letter topic for rejected frames.")
+    models_topic: str = Field(
+        "inspector.models", description="Compacted control topic: key model name, value ModelUpdate."
+    )
+    commit_interval_ms: int = Field(
+        500, ge=10, description="How often acknowledged offsets are committed."
+    )
+
+    # --- Redis -------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis URL (redis:// or rediss:// for TLS). Empty disables the heatmap cache.",
+    )
+    redis_password: SecretStr | None = Field(None, description="Redis password (never logged).")
+    redis_username: str | None = Field(None, description="Redis ACL user name.")
+    redis_ssl: bool = Field(False, description="Use TLS to Redis (also implied by rediss://).")
+    redis_ssl_ca_certs: Path | None = Field(None, description="CA bundle (PEM) to verify Redis.")
+    redis_ssl_certfile: Path | None = Field(None, description="Client certificate for Redis mTLS.")
+    redis_ssl_keyfile: Path | None = Field(None, description="Client key for Redis mTLS.")
+    redis_timeout_s: float = Field(
+        0.25, gt=0, le=30, description="Socket connect/read timeout: a slow Redis never blocks verdicts."
+    )
+    redis_retry_after_s: float = Field(
+        1.0, ge=0, description="After a Redis failure, skip writes (counted as failures) this long."
+    )
+    redis_queue_max: int = Field(
+        256, ge=1, description="Heatmaps waiting for Redis; beyond this they are dropped and counted."
+    )
+    heatmap_ttl_s: int = Field(3600, ge=1, description="TTL of each heatmap key in Redis (seconds).")
+    redis_max_frames_per_camera: int = Field(
+        100,
+        ge=1,
+        description="Latest frame ids kept per camera; older heatmaps are deleted (bounds memory).",
+    )
+
+    # --- Batching, queues ---------------------------------------------------------------------
+    max_batch: int = Field(8, ge=1, le=1024, description="Largest inference batch.")
+    max_delay_ms: float = Field(
+        20.0, ge=0, description="A batch is flushed this long after its first frame arrived."
+    )
+    max_inflight_frames: int = Field(
+        256,
+        ge=1,
+        description="Frames polled but not yet acknowledged; above it the partitions are paused.",
+    )
+    max_inflight_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Encoded bytes polled but not yet acknowledged; above it partitions are paused.",
+    )
+    drain_timeout_s: float = Field(
+        10.0, ge=0, description="On revoke/SIGTERM, wait this long for in-flight verdicts."
+    )
+
+    # --- Decoding ----------------------------------------------------------------------------
+    max_frame_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="Frames with a larger encoded value are rejected."
+    )
+    max_pixels: int = Field(
+        64_000_000, ge=1, description="Frames with more pixels (width x height) are rejected."
+    )
+    decode_threads: int = Field(2, ge=1, le=64, description="Decoder thread pool size.")
+
+    # --- Models ------------------------------------------------------------------------------
+    device: str | None = Field(None, description="Torch device (cpu, cuda, cuda:1); default: auto.")
+    checkpoint: Path | None = Field(
+        None, description="Starting checkpoint directory when the control topic names none."
+    )
+    default_model: str | None = Field(
+        None,
+        description="Model for frames without a `model` header (default: the starting checkpoint's).",
+    )
+    models_dir: Path = Field(
+        Path("models"), description="Base directory for relative checkpoint locations in updates."
+    )
+    mask_size: int = Field(32, ge=4, le=1024, description="Side of the binary mask in verdicts.")
+    region_min_area: int = Field(
+        0, ge=0, description="Regions smaller than this (original pixels) are left out of verdicts."
+    )
+    model_warmup_batches: int = Field(
+        2, ge=0, le=20, description="Full-size dummy batches run on a newly loaded model before it serves."
+    )
+    rollout_catchup_s: float = Field(
+        5.0, ge=0, description="At start, read the control topic this long before serving."
+    )
+
+    # --- Process -----------------------------------------------------------------------------
+    worker_id: str = Field(default_factory=_default_worker_id, description="Stated in each verdict.")
+    http_host: str = Field("127.0.0.1", description="Bind address of /healthz /readyz /metrics.")
+    http_port: int = Field(9464, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the JSON logs."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError("kafka_heartbeat_interval_ms must be below kafka_session_timeout_ms")
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
+            raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        if self.redis_url == "":
+            self.redis_url = None
+        return self
+
+    # -- helpers that turn settings into client keyword arguments -------------------------------
+    def kafka_common(self) -> dict[str, Any]:
+        """Connection/security kwargs shared by kafka-python producers, consumers and admins."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()],
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kw["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                kw["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            kw["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile:
+            kw["ssl_certfile"] = str(self.kafka_ssl_certfile)
+        if self.kafka_ssl_keyfile:
+            kw["ssl_keyfile"] = str(self.kafka_ssl_keyfile)
+        return kw
+
+    def consumer_group_kwargs(self) -> dict[str, Any]:
+        """Group-membership timing kwargs (tansu needs short sessions, see infrastructure notes)."""
+        return {
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
+            "max_poll_interval_ms": max(self.kafka_max_poll_interval_ms, self.kafka_session_timeout_ms),
+        }
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        """kwargs for ``redis.Redis.from_url(self.redis_url, **kw)`` with bounded timeouts."""
+        kw: dict[str, Any] = {
+            "socket_timeout": self.redis_timeout_s,
+            "socket_connect_timeout": self.redis_timeout_s,
+            "retry_on_timeout": False,
+            "health_check_interval": 0,
+        }
+        if self.redis_password is not None:
+            kw["password"] = self.redis_password.get_secret_value()
+        if self.redis_username:
+            kw["username"] = self.redis_username
+        if self.redis_tls:
+            if self.redis_ssl_ca_certs:
+                kw["ssl_ca_certs"] = str(self.redis_ssl_ca_certs)
+            if self.redis_ssl_certfile:
+                kw["ssl_certfile"] = str(self.redis_ssl_certfile)
+            if self.redis_ssl_keyfile:
+                kw["ssl_keyfile"] = str(self.redis_ssl_keyfile)
+        return kw
+
+    @property
+    def redis_tls(self) -> bool:
+        return self.redis_ssl or (self.redis_url or "").startswith("rediss://")
+
+    def redis_connection_url(self) -> str | None:
+        """The Redis URL with the TLS scheme applied when ``redis_ssl`` is set."""
+        url = self.redis_url
+        if url and self.redis_ssl and url.startswith("redis://"):
+            url = "rediss://" + url[len("redis://"):]
+        return url
+
+    def safe_dump(self) -> dict[str, Any]:
+        """Settings as a JSON-able dict for logs; secrets stay masked."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,821 @@
+"""`inspector serve` as a subprocess against a real Kafka-protocol broker and a real Redis.
+
+Each test gets its own topics and consumer group, so tests share one broker without seeing each
+other. Frames are small (64 px JPEG) and the checkpoint is the tiny real one from conftest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+kafka = pytest.importorskip("kafka")
+redis = pytest.importorskip("redis")
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+
+from inspector.localstack import free_port  # noqa: E402
+from inspector.rollout import publish_update, update_for_checkpoint  # noqa: E402
+from inspector.wire import DeadLetter, Verdict  # noqa: E402
+
+# backstop only: every wait inside a test has its own deadline; the first test also pays for
+# training the session-scoped tiny checkpoint
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 2
+SERVE_CMD = [sys.executable, "-m", "inspector.cli", "serve"]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def jpeg(index: int, size: int = 64, defect: str | None = None) -> bytes:
+    from trainer.synthetic import make_frame
+
+    return make_frame(defect, size=size, seed=0, index=index, fmt="jpeg")
+
+
+class Names:
+    def __init__(self) -> None:
+        self.tag = tag = uuid.uuid4().hex[:8]
+        self.frames = f"frames-{tag}"
+        self.verdicts = f"verdicts-{tag}"
+        self.dlq = f"dlq-{tag}"
+        self.models = f"models-{tag}"
+        self.group = f"group-{tag}"
+
+
+def create_topics(bootstrap: str, names: Names) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(names.frames, PARTITIONS, 1),
+                NewTopic(names.verdicts, PARTITIONS, 1),
+                NewTopic(names.dlq, 1, 1),
+                NewTopic(names.models, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+            ]
+        )
+    finally:
+        admin.close()
+
+
+class Worker:
+    """`python -m inspector.cli serve` with its settings in the environment."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], name: str) -> None:
+        self.port = free_port()
+        self.name = name
+        self.log_path = tmp / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1",
+            "INSPECTOR_HTTP_PORT": str(self.port),
+            "INSPECTOR_WORKER_ID": name,
+            "INSPECTOR_DEVICE": "cpu",
+            "INSPECTOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "INSPECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+            "INSPECTOR_ROLLOUT_CATCHUP_S": "3",
+            "INSPECTOR_COMMIT_INTERVAL_MS": "200",
+            "INSPECTOR_MAX_DELAY_MS": "20",
+            "INSPECTOR_MAX_BATCH": "8",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
+        self.proc = subprocess.Popen(  # noqa: S603
+            SERVE_CMD,
+            cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:  # noqa: S310
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+        except OSError:
+            return 0, ""
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, f"worker exited:\n{self.logs()[-3000:]}"
+            if self.get("/readyz")[0] == 200:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.logs()[-3000:]}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include ``labels``."""
+        code, text = self.get("/metrics")
+        assert code == 200
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            head, value = line.rsplit(" ", 1)
+            metric, _, lab = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in lab for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.logs()[-3000:]}") from None
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture()
+def names(kafka_bootstrap) -> Names:
+    n = Names()
+    create_topics(kafka_bootstrap, n)
+    return n
+
+
+@pytest.fixture()
+def worker_env(kafka_bootstrap, redis_url, tiny_checkpoint, names, tmp_path) -> dict[str, str]:
+    return {
+        "INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "INSPECTOR_REDIS_URL": redis_url,
+        "INSPECTOR_CHECKPOINT": str(tiny_checkpoint),
+        "INSPECTOR_FRAMES_TOPIC": names.frames,
+        "INSPECTOR_VERDICTS_TOPIC": names.verdicts,
+        "INSPECTOR_DLQ_TOPIC": names.dlq,
+        "INSPECTOR_MODELS_TOPIC": names.models,
+        "INSPECTOR_GROUP_ID": names.group,
+        "INSPECTOR_MODELS_DIR": str(tmp_path),
+    }
+
+
+@pytest.fixture()
+def workers(tmp_path, worker_env):
+    """Factory of worker subprocesses; all are stopped (logs shown on failure) at teardown."""
+    started: list[Worker] = []
+
+    def make(name: str = "w1", **env: str) -> Worker:
+        w = Worker(tmp_path, {**worker_env, **env}, name).start()
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait(5)
+
+
+@pytest.fixture()
+def producer(kafka_bootstrap):
+    p = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=0)
+    yield p
+    p.close(timeout=5)
+
+
+def send_frame(producer, topic: str, value: bytes, *, camera: str, frame_id: str | None = None,
+               model: str | None = None, line: str | None = "line-1", extra: list | None = None) -> None:
+    headers = [("camera-id", camera.encode()), ("captured-at", str(int(time.time() * 1000)).encode()),
+               ("content-type", b"image/jpeg")]
+    if frame_id is not None:
+        headers.append(("frame-id", frame_id.encode()))
+    if line is not None:
+        headers.append(("line-id", line.encode()))
+    if model is not None:
+        headers.append(("model", model.encode()))
+    headers += extra or []
+    producer.send(topic, key=camera.encode(), value=value, headers=headers).get(timeout=10)
+
+
+class Reader:
+    """Reads a topic from the beginning (no group), accumulating records across calls."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                      auto_offset_reset="earliest")
+        parts = None
+        deadline = time.monotonic() + 10
+        while not parts and time.monotonic() < deadline:
+            parts = self.consumer.partitions_for_topic(topic)
+            time.sleep(0.1)
+        assert parts, f"topic {topic} has no partitions"
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.records: list = []
+
+    def read(self, until, timeout: float, what: str = "records") -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            for recs in self.consumer.poll(timeout_ms=200).values():
+                self.records.extend(recs)
+            if until(self.records):
+                return self.records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: have {len(self.records)}")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture()
+def reader(kafka_bootstrap):
+    opened: list[Reader] = []
+
+    def make(topic: str) -> Reader:
+        r = Reader(kafka_bootstrap, topic)
+        opened.append(r)
+        return r
+
+    yield make
+    for r in opened:
+        r.close()
+
+
+def verdicts_of(records) -> list[Verdict]:
+    return [Verdict.from_bytes(r.value) for r in records]
+
+
+def have_frames(ids: set[str]):
+    return lambda recs: ids <= {Verdict.from_bytes(r.value).frame_id for r in recs}
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == topic and om.offset >= 0}
+
+
+def manifest_version(ckpt: Path) -> str:
+    return json.loads((ckpt / "manifest.json").read_text())["version"]
+
+
+def manifest_name(ckpt: Path) -> str:
+    return json.loads((ckpt / "manifest.json").read_text())["name"]
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------------------------
+
+
+def test_frames_get_verdicts_in_camera_order(workers, names, producer, reader, tiny_checkpoint, redis_url,
+                                             kafka_bootstrap):
+    """N frames from 3 cameras → N verdicts with every field right, per-camera order kept,
+    heatmaps and latest-frame lists in Redis; SIGTERM → exit 0 with everything committed."""
+    w = workers("w1")
+    n, cameras = 30, [f"cam-{c}-{names.tag}" for c in "abc"]
+    version, model = manifest_version(tiny_checkpoint), manifest_name(tiny_checkpoint)
+    sent: dict[str, list[str]] = defaultdict(list)
+    for i in range(n):
+        cam = cameras[i % 3]
+        fid = f"{cam}-{i:03d}"
+        send_frame(producer, names.frames, jpeg(i), camera=cam, frame_id=fid)
+        sent[cam].append(fid)
+    send_frame(producer, names.frames, jpeg(99), camera=cameras[0], frame_id=None)  # frame id derived
+    w.wait_ready()
+    recs = reader(names.verdicts).read(lambda r: len(r) >= n + 1, 90, "verdicts")
+    assert len(recs) == n + 1
+    vs = verdicts_of(recs)
+    by_id = {v.frame_id: v for v in vs}
+    assert len(by_id) == n + 1  # no duplicates in a clean run
+
+    for r, v in zip(recs, vs):
+        assert r.key == v.camera_id.encode()
+        assert v.verdict in ("ok", "defect") and v.model == model and v.model_version == version
+        assert v.score is not None and v.threshold is not None
+        assert (v.verdict == "defect") == (v.score >= v.threshold)
+        assert v.line_id == "line-1" and v.worker_id == "w1"
+        assert v.source.topic == names.frames and v.mask is not None
+        assert v.mask.decode().shape == (32, 32)
+        assert v.heatmap_key == f"inspector:heatmap:{v.frame_id}"
+        t = v.timings
+        assert t.captured_at <= t.received_at <= t.inferred_at <= t.published_at
+        for reg in v.regions:
+            assert 0 <= reg.x0 < reg.x1 <= 64 and 0 <= reg.y0 < reg.y1 <= 64 and reg.area > 0
+    derived = [v for v in vs if v.frame_id.startswith(names.frames + ":")]
+    assert len(derived) == 1
+    s = derived[0].source
+    assert derived[0].frame_id == f"{s.topic}:{s.partition}:{s.offset}"
+
+    # per-camera order: a camera's verdicts appear in the order its frames were sent
+    for cam, ids in sent.items():
+        got = [v.frame_id for v in vs if v.camera_id == cam and v.frame_id in set(ids)]
+        assert got == ids, cam
+
+    # Redis: heatmap PNGs with a TTL, latest frame ids per camera (newest first)
+    rc = redis.Redis.from_url(redis_url)
+    last = sent[cameras[1]][-1]
+    deadline = time.monotonic() + 10
+    while rc.get(f"inspector:heatmap:{last}") is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    png = rc.get(f"inspector:heatmap:{last}")
+    assert png is not None and png.startswith(b"\x89PNG")
+    assert 0 < rc.ttl(f"inspector:heatmap:{last}") <= 3600
+    latest = [x.decode() for x in rc.lrange(f"inspector:camera:{cameras[1]}:latest", 0, -1)]
+    assert latest == list(reversed(sent[cameras[1]]))
+
+    assert w.metric("inspector_frames_total") == n + 1
+    assert w.metric("inspector_batch_size_count") >= 1
+    assert w.get("/healthz")[0] == 200
+    assert w.stop() == 0
+    # graceful stop committed every offset: the group's committed offsets reach the end
+    committed = committed_offsets(kafka_bootstrap, names.group, names.frames)
+    per_part = Counter(v.source.partition for v in vs)
+    assert committed == dict(per_part)
+
+
+def test_sigkill_and_restart_every_frame_gets_a_verdict(workers, names, producer, reader, kafka_bootstrap):
+    """SIGKILL mid-stream, restart: every frame has a verdict; duplicates only at or after the
+    committed offset; every frame before the committed offset was answered by the first worker."""
+    n = 80
+    w1 = workers("w1")
+    w1.wait_ready()
+    ids = [f"k-{i:03d}" for i in range(n)]
+    verdict_reader = reader(names.verdicts)
+    for i, fid in enumerate(ids[:40]):
+        send_frame(producer, names.frames, jpeg(i), camera=f"cam-{i % 4}", frame_id=fid)
+    verdict_reader.read(lambda r: len(r) >= 15, 60, "first verdicts")
+    for i, fid in enumerate(ids[40:], start=40):  # keep the stream going, then kill mid-way
+        send_frame(producer, names.frames, jpeg(i), camera=f"cam-{i % 4}", frame_id=fid)
+        if i == 50:
+            w1.kill()
+    committed = committed_offsets(kafka_bootstrap, names.group, names.frames)
+    before_restart = len(verdict_reader.records)
+    assert before_restart < n, "the worker finished everything before the kill; nothing was tested"
+
+    w2 = workers("w2")
+    recs = verdict_reader.read(have_frames(set(ids)), 90, "all frames answered after restart")
+    w2.stop()
+    vs = verdicts_of(recs)
+    counts = Counter(v.frame_id for v in vs)
+    assert set(counts) == set(ids)
+    first_run = {v.frame_id for v in vs if v.worker_id == "w1"}
+    for v in vs:
+        start = committed.get(v.source.partition, 0)
+        if counts[v.frame_id] > 1:
+            assert v.source.offset >= start, f"{v.frame_id} duplicated although committed"
+        if v.source.offset < start:
+            assert v.frame_id in first_run, f"offset {v.source.offset} committed before its verdict"
+    assert {v.worker_id for v in vs} == {"w1", "w2"}
+
+
+def test_rebalance_hands_over_without_loss_or_duplicates(workers, names, producer, reader, kafka_bootstrap):
+    """While frames flow, a second worker joins (the first one's partitions are revoked and
+    re-balanced) and later the first one leaves (SIGTERM): on each revoke the in-flight frames are
+    published and committed before the partitions move, so every frame gets exactly one verdict."""
+    w1 = workers("w1")
+    w1.wait_ready()
+    vr = reader(names.verdicts)
+    sent: list[str] = []
+    stop = threading.Event()
+
+    def publish() -> None:
+        i = 0
+        while not stop.is_set():
+            fid = f"rb-{i:04d}"
+            send_frame(producer, names.frames, jpeg(i), camera=f"cam-{i % 4}", frame_id=fid)
+            sent.append(fid)
+            i += 1
+            time.sleep(0.08)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    try:
+        time.sleep(1.0)
+        w2 = workers("w2")
+        w2.wait_ready()  # joined: the group re-balanced while w1 was serving
+        time.sleep(1.5)
+        assert w1.stop() == 0  # leaves: its partitions move to w2 after a drain
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        publisher.join(10)
+    recs = vr.read(have_frames(set(sent)), 60, "all verdicts")
+    assert w2.stop() == 0
+    assert w1.logs().count('"partitions_revoked"') >= 2  # on w2's join and on leaving
+    vs = verdicts_of(recs)
+    counts = Counter(v.frame_id for v in vs)
+    assert set(counts) == set(sent)
+    assert [f for f, c in counts.items() if c > 1] == []
+    served = Counter(v.worker_id for v in vs)
+    assert served["w1"] > 0 and served["w2"] > 0, served
+    assert committed_offsets(kafka_bootstrap, names.group, names.frames) == dict(
+        Counter(v.source.partition for v in vs)
+    )
+
+
+def test_bad_frames_are_rejected_and_dead_lettered(workers, names, producer, reader):
+    """Corrupt, empty, oversized, unsupported, too many pixels, unknown model, garbage model header:
+    each gets a `rejected` verdict with its reason and an exact copy on the DLQ; the stream goes on."""
+    import cv2
+    import numpy as np
+
+    w = workers("w1", INSPECTOR_MAX_FRAME_BYTES="100000", INSPECTOR_MAX_PIXELS="1000000")
+    big = np.zeros((1200, 1200), np.uint8)
+    huge_png = cv2.imencode(".png", big)[1].tobytes()
+    assert len(huge_png) < 100000
+    good = jpeg(1)
+    cases = [
+        ("g1", good, {}, None),
+        ("corrupt", b"\xff\xd8\xff\xe0" + os.urandom(500), {}, "undecodable"),
+        ("truncated", good[: len(good) // 3], {}, "undecodable"),
+        ("g2", good, {}, None),
+        ("empty", b"", {}, "empty"),
+        ("oversized", os.urandom(150_000), {}, "too_large_bytes"),
+        ("text", b"hello, not an image at all", {}, "unsupported_type"),
+        ("pixels", huge_png, {}, "too_many_pixels"),
+        ("unknown-model", good, {"model": "no-such-model"}, "unknown_model"),
+        ("bad-header", good, {"extra": [("model", b"\xff\xfe\xfd")]}, "bad_header"),
+        ("g3", good, {}, None),
+    ]
+    for fid, value, kw, _ in cases:
+        send_frame(producer, names.frames, value, camera="cam-x", frame_id=fid, **kw)
+    w.wait_ready()
+    recs = reader(names.verdicts).read(have_frames({c[0] for c in cases}), 60, "verdicts")
+    by_id = {v.frame_id: v for v in verdicts_of(recs)}
+    dlq = reader(names.dlq).read(lambda r: len(r) >= 8, 30, "dead letters")
+    dl_by_id = {DeadLetter.from_kafka(r.headers).frame_id: r for r in dlq}
+    for fid, value, _, reason in cases:
+        v = by_id[fid]
+        if reason is None:
+            assert v.verdict in ("ok", "defect"), (fid, v.reason, v.detail)
+            assert fid not in dl_by_id
+            continue
+        assert v.verdict == "rejected" and v.reason == reason, (fid, v.reason, v.detail)
+        assert v.score is None and v.detail
+        rec = dl_by_id[fid]
+        letter = DeadLetter.from_kafka(rec.headers)
+        assert rec.value == value and rec.key == b"cam-x"
+        assert letter.reason == reason and letter.source_offset == v.source.offset
+        assert letter.source_topic == names.frames and letter.worker_id == "w1"
+        assert ("camera-id", b"cam-x") in rec.headers  # original headers kept
+    assert len(dlq) == 8
+    assert w.metric("inspector_rejects_total") == 8
+    assert w.metric("inspector_rejects_total", reason="too_large_bytes") == 1
+    assert w.proc.poll() is None  # still serving
+    assert w.stop() == 0
+
+
+def test_redis_outage_does_not_stop_verdicts(workers, names, producer, reader, redis_server):
+    """Redis stopped: verdicts keep flowing, heatmap failures are counted; back: heatmaps again."""
+    w = workers("w1", INSPECTOR_REDIS_URL=redis_server.url, INSPECTOR_REDIS_RETRY_AFTER_S="0.5")
+    w.wait_ready()
+    vr = reader(names.verdicts)
+    rc = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+
+    phase1 = [f"r1-{i}" for i in range(6)]
+    for i, fid in enumerate(phase1):
+        send_frame(producer, names.frames, jpeg(i), camera="cam-r", frame_id=fid)
+    vr.read(have_frames(set(phase1)), 60, "phase 1")
+    deadline = time.monotonic() + 10
+    while w.metric("inspector_heatmap_writes_total") < 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rc.exists(f"inspector:heatmap:{phase1[-1]}")
+    assert w.metric("inspector_heatmap_failures_total") == 0
+
+    redis_server.stop()
+    phase2 = [f"r2-{i}" for i in range(10)]
+    t0 = time.monotonic()
+    for i, fid in enumerate(phase2):
+        send_frame(producer, names.frames, jpeg(i), camera="cam-r", frame_id=fid)
+    vr.read(have_frames(set(phase2)), 30, "verdicts while Redis is down")
+    assert time.monotonic() - t0 < 30
+    deadline = time.monotonic() + 10
+    while w.metric("inspector_heatmap_failures_total") < 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert w.metric("inspector_heatmap_failures_total") >= 10
+    assert w.get("/readyz")[0] == 200  # a cache outage does not make the worker unready
+
+    redis_server.start()
+    time.sleep(1.0)  # past the retry-after window
+    phase3 = [f"r3-{i}" for i in range(6)]
+    for i, fid in enumerate(phase3):
+        send_frame(producer, names.frames, jpeg(i), camera="cam-r", frame_id=fid)
+    vr.read(have_frames(set(phase3)), 60, "phase 3")
+    rc = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    deadline = time.monotonic() + 15
+    while not rc.exists(f"inspector:heatmap:{phase3[-1]}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert rc.exists(f"inspector:heatmap:{phase3[-1]}"), "heatmaps did not come back with Redis"
+    assert w.metric("inspector_heatmap_writes_total") >= 7
+    assert w.stop() == 0
+
+
+def test_model_rollout_refuses_bad_then_swaps_new_version(workers, names, producer, reader, tiny_checkpoint,
+                                                           kafka_bootstrap, tmp_path):
+    """A corrupt checkpoint on the control topic is refused (counted, old model keeps serving); a good
+    new version published mid-stream is picked up between batches and no frame is lost; a second
+    model announced on the control topic serves the frames whose `model` header names it."""
+    v1, model = manifest_version(tiny_checkpoint), manifest_name(tiny_checkpoint)
+    # a bad update: weights do not match the manifest's hash
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_checkpoint, bad)
+    mf = json.loads((bad / "manifest.json").read_text())
+    mf["version"] = "bad-1"
+    (bad / "manifest.json").write_text(json.dumps(mf))
+    weights = bad / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100:] = bytes(100)
+    weights.write_bytes(bytes(data))
+    # a good new version: same weights, new version (a real promotion would retrain)
+    good = tmp_path / "v2"
+    shutil.copytree(tiny_checkpoint, good)
+    mf = json.loads((good / "manifest.json").read_text())
+    mf["version"] = "v2-" + v1
+    (good / "manifest.json").write_text(json.dumps(mf))
+    v2 = mf["version"]
+    # a second model served by the same worker, routed by the `model` header
+    other = tmp_path / "other"
+    shutil.copytree(tiny_checkpoint, other)
+    mf = json.loads((other / "manifest.json").read_text())
+    mf["name"] = other_name = f"{model}-b"
+    (other / "manifest.json").write_text(json.dumps(mf))
+
+    w = workers("w1")
+    w.wait_ready()
+    vr = reader(names.verdicts)
+    ctrl = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        publish_update(ctrl, names.models, update_for_checkpoint(bad))
+        deadline = time.monotonic() + 30
+        while w.metric("inspector_model_refused_total", model=model) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert w.metric("inspector_model_refused_total", model=model) == 1
+        assert w.metric("inspector_model_info", model=model, version=v1) == 1
+
+        ids = [f"m-{i:03d}" for i in range(40)]
+        for i, fid in enumerate(ids):
+            send_frame(producer, names.frames, jpeg(i), camera=f"cam-{i % 2}", frame_id=fid)
+            if i == 10:
+                publish_update(ctrl, names.models, update_for_checkpoint(good))
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while w.metric("inspector_model_info", model=model, version=v2) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        publish_update(ctrl, names.models, update_for_checkpoint(other))
+        deadline = time.monotonic() + 30
+        while w.metric("inspector_model_info", model=other_name) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        tail_ids = [f"m-after-{i}" for i in range(5)]
+        for i, fid in enumerate(tail_ids):
+            send_frame(producer, names.frames, jpeg(i), camera="cam-0", frame_id=fid)
+        other_ids = [f"m-other-{i}" for i in range(3)]
+        for i, fid in enumerate(other_ids):
+            send_frame(producer, names.frames, jpeg(i), camera="cam-9", frame_id=fid, model=other_name)
+        recs = vr.read(have_frames(set(ids) | set(tail_ids) | set(other_ids)), 60, "all verdicts")
+    finally:
+        ctrl.close()
+    vs = verdicts_of(recs)
+    routed = [v for v in vs if v.frame_id in other_ids]
+    assert [v.model for v in routed] == [other_name] * 3 and all(v.verdict != "rejected" for v in routed)
+    vs = [v for v in vs if v.frame_id not in other_ids]
+    assert Counter(v.frame_id for v in vs) == Counter(ids + tail_ids)  # none lost, none doubled
+    assert {v.model for v in vs} == {model}
+    assert {v.model_version for v in vs} == {v1, v2}  # the bad version never served
+    assert all(v.model_version == v2 for v in vs if v.frame_id in tail_ids)
+    assert all(v.model_version == v1 for v in vs if v.frame_id in ids[:5])
+    for cam in ("cam-0", "cam-1"):  # swap happens once, between batches: v1...v1 v2...v2
+        seq = [v.model_version for v in vs if v.camera_id == cam]
+        assert seq == sorted(seq, key=lambda x: x == v2), seq
+    assert w.metric("inspector_model_info", model=model, version=v1) == 0
+    assert w.metric("inspector_model_loads_total", model=model) >= 2
+    assert w.stop() == 0
+
+
+class ApiVersionsShim:
+    """Loopback TCP proxy that lets librdkafka (kcat) talk to tansu.
+
+    tansu writes the ApiVersions v3 response's tagged fields even at their default values, and
+    librdkafka 2.0.x (Debian's kcat) misparses them ("Read underflow"); Apache Kafka omits them.
+    The shim drops that response's trailing tagged fields; every other byte passes unchanged.
+    Used only when kcat cannot talk to the test broker directly.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream_port: int | None = None
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+    @staticmethod
+    def _read_frame(sock: socket.socket) -> bytes | None:
+        head = b""
+        while len(head) < 4:
+            chunk = sock.recv(4 - len(head))
+            if not chunk:
+                return None
+            head += chunk
+        (size,) = struct.unpack(">i", head)
+        body = b""
+        while len(body) < size:
+            chunk = sock.recv(min(1 << 20, size - len(body)))
+            if not chunk:
+                return None
+            body += chunk
+        return body
+
+    @staticmethod
+    def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value, pos
+            shift += 7
+
+    def _strip_tags(self, body: bytes) -> bytes:
+        try:
+            pos = 4  # correlation id; the ApiVersions response header has no tagged fields
+            (error,) = struct.unpack(">h", body[pos:pos + 2])
+            if error:
+                return body
+            n, pos = self._uvarint(body, pos + 2)
+            for _ in range(max(0, n - 1)):
+                pos += 6  # api_key, min_version, max_version
+                tags, pos = self._uvarint(body, pos)
+                for _ in range(tags):
+                    _, pos = self._uvarint(body, pos)
+                    size, pos = self._uvarint(body, pos)
+                    pos += size
+            pos += 4  # throttle_time_ms
+            return body[:pos] + b"\x00"
+        except (IndexError, struct.error):
+            return body
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            pending: dict[bytes, tuple[int, int]] = {}
+            threading.Thread(target=self._up, args=(client, upstream, pending), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, client, pending), daemon=True).start()
+
+    def _up(self, client: socket.socket, upstream: socket.socket, pending: dict) -> None:
+        try:
+            while (frame := self._read_frame(client)) is not None:
+                api_key, version = struct.unpack(">hh", frame[:4])
+                pending[frame[4:8]] = (api_key, version)
+                upstream.sendall(struct.pack(">i", len(frame)) + frame)
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+
+    def _down(self, upstream: socket.socket, client: socket.socket, pending: dict) -> None:
+        try:
+            while (frame := self._read_frame(upstream)) is not None:
+                api_key, version = pending.pop(frame[:4], (-1, -1))
+                if api_key == 18 and version >= 3:
+                    frame = self._strip_tags(frame)
+                client.sendall(struct.pack(">i", len(frame)) + frame)
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+
+def _kcat_error(bootstrap: str) -> str | None:
+    probe = subprocess.run(["kcat", "-b", bootstrap, "-L", "-m", "5"], capture_output=True, timeout=20)  # noqa: S603
+    if probe.returncode != 0:
+        return probe.stderr.decode(errors="replace")[-300:]
+    return None
+
+
+@pytest.fixture()
+def kcat_bootstrap(kafka_bootstrap, tmp_path):
+    """A bootstrap address kcat can use: the test broker, or a private tansu behind the shim."""
+    if shutil.which("kcat") is None:
+        pytest.skip("kcat is not installed (Debian package `kcat`)")
+    if _kcat_error(kafka_bootstrap) is None:
+        yield kafka_bootstrap
+        return
+    from inspector.localstack import MissingBinaryError, find_tansu
+
+    try:
+        tansu = find_tansu()
+    except MissingBinaryError as exc:
+        pytest.skip(f"kcat cannot talk to the test broker and no tansu to shim: {exc}")
+    shim = ApiVersionsShim()
+    shim.upstream_port = free_port()
+    with open(tmp_path / "tansu.log", "wb") as log:
+        proc = subprocess.Popen(  # noqa: S603
+            [str(tansu), "broker", "--listener-url", f"tcp://127.0.0.1:{shim.upstream_port}",
+             "--advertised-listener-url", f"tcp://127.0.0.1:{shim.port}", "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        bootstrap = f"127.0.0.1:{shim.port}"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", shim.upstream_port), 1):
+                break
+            time.sleep(0.05)
+        err = _kcat_error(bootstrap)
+        if err:
+            pytest.fail(f"kcat cannot talk to tansu even through the ApiVersions shim: {err}")
+        yield bootstrap
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shim.close()
+
+
+def test_kcat_frame_gets_a_verdict_readable_with_kcat(workers, kcat_bootstrap, tmp_path):
+    """A non-Python client (kcat/librdkafka) publishes a frame and reads its verdict back."""
+    names = Names()
+    create_topics(kcat_bootstrap, names)
+    frame = tmp_path / "frame.jpg"
+    frame.write_bytes(jpeg(3))
+    w = workers(
+        "w1",
+        INSPECTOR_KAFKA_BOOTSTRAP_SERVERS=kcat_bootstrap,
+        INSPECTOR_FRAMES_TOPIC=names.frames,
+        INSPECTOR_VERDICTS_TOPIC=names.verdicts,
+        INSPECTOR_DLQ_TOPIC=names.dlq,
+        INSPECTOR_MODELS_TOPIC=names.models,
+        INSPECTOR_GROUP_ID=names.group,
+    )
+    subprocess.run(  # noqa: S603
+        ["kcat", "-b", kcat_bootstrap, "-P", "-t", names.frames, "-k", "cam-kcat",
+         "-H", "frame-id=kcat-1", "-H", "camera-id=cam-kcat", "-H", "content-type=image/jpeg", str(frame)],
+        check=True, timeout=30,
+    )
+    w.wait_ready()
+    deadline = time.monotonic() + 60
+    out = b""
+    while time.monotonic() < deadline:
+        out = subprocess.run(  # noqa: S603
+            ["kcat", "-b", kcat_bootstrap, "-C", "-t", names.verdicts, "-o", "beginning", "-e", "-q",
+             "-f", "%k\t%s\n"],
+            capture_output=True, timeout=30,
+        ).stdout
+        if b"kcat-1" in out:
+            break
+        time.sleep(0.5)
+    lines = [x for x in out.decode().splitlines() if "kcat-1" in x]
+    assert lines, f"no verdict read back with kcat; worker log:\n{w.logs()[-2000:]}"
+    key, value = lines[0].split("\t", 1)
+    v = Verdict.model_validate_json(value)
+    assert key == "cam-kcat" and v.frame_id == "kcat-1" and v.camera_id == "cam-kcat"
+    assert v.verdict in ("ok", "defect") and v.source.topic == names.frames
+    assert w.stop() == 0

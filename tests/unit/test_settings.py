@@ -1,0 +1,73 @@
+"""Settings: env prefix, defaults, secrets masked, client kwargs."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from inspector.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("INSPECTOR_"):
+            monkeypatch.delenv(k)
+
+
+def test_defaults_are_safe():
+    s = Settings()
+    assert s.http_host == "127.0.0.1"
+    assert s.frames_topic == "frames" and s.verdicts_topic == "verdicts"
+    assert s.dlq_topic == "frames.dlq" and s.models_topic == "inspector.models"
+    assert s.checkpoint is None and s.worker_id
+
+
+def test_every_field_has_a_description():
+    missing = [n for n, f in Settings.model_fields.items() if not f.description]
+    assert missing == []
+
+
+def test_env_prefix(monkeypatch):
+    monkeypatch.setenv("INSPECTOR_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1, 127.0.0.1:2")
+    monkeypatch.setenv("INSPECTOR_REDIS_URL", "redis://127.0.0.1:7/1")
+    monkeypatch.setenv("INSPECTOR_CHECKPOINT", "/tmp/ck")
+    monkeypatch.setenv("INSPECTOR_MAX_BATCH", "16")
+    s = Settings()
+    assert s.kafka_common()["bootstrap_servers"] == ["127.0.0.1:1", "127.0.0.1:2"]
+    assert s.redis_url == "redis://127.0.0.1:7/1"
+    assert str(s.checkpoint) == "/tmp/ck" and s.max_batch == 16
+
+
+def test_secrets_are_masked_but_usable(monkeypatch):
+    monkeypatch.setenv("INSPECTOR_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("INSPECTOR_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("INSPECTOR_KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("INSPECTOR_KAFKA_SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("INSPECTOR_REDIS_PASSWORD", "s3cret")
+    s = Settings()
+    dumped = str(s.safe_dump()) + repr(s) + str(s)
+    assert "hunter2" not in dumped and "s3cret" not in dumped
+    assert s.kafka_common()["sasl_plain_password"] == "hunter2"
+    assert s.redis_kwargs()["password"] == "s3cret"
+
+
+def test_invalid_values_refused():
+    with pytest.raises(ValidationError):
+        Settings(max_batch=0)
+    with pytest.raises(ValidationError):
+        Settings(kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=6000)
+    with pytest.raises(ValidationError):
+        Settings(kafka_security_protocol="SASL_SSL")  # no mechanism
+    with pytest.raises(ValidationError):
+        Settings(kafka_security_protocol="SMOKE_SIGNALS")
+
+
+def test_redis_tls_and_empty_url():
+    s = Settings(redis_url="redis://h:1/0", redis_ssl=True, redis_ssl_ca_certs="/ca.pem")
+    assert s.redis_connection_url() == "rediss://h:1/0"
+    assert s.redis_kwargs()["ssl_ca_certs"] == "/ca.pem"
+    assert s.redis_kwargs()["socket_timeout"] == s.redis_timeout_s
+    assert Settings(redis_url="").redis_url is None

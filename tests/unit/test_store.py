@@ -1,0 +1,158 @@
+"""The normal-image store: dedupe, durable writes, time-spread retention, folder import."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from inspector.decode import DecodeError
+from trainer.store import ModelStore, NormalStore, check_model_name, choose_evictions
+from trainer.synthetic import make_frame
+
+DAY = 86_400_000
+
+
+def frame(i: int, fmt: str = "png") -> bytes:
+    return make_frame(None, size=32, seed=1, index=i, fmt=fmt)
+
+
+def test_duplicates_are_stored_once(tmp_path):
+    with ModelStore(tmp_path, "parts") as store:
+        a = store.add(frame(0), camera="cam-1", line="l1", captured_at=1_700_000_000_000,
+                      source_topic="frames.normal", source_partition=0, source_offset=5)
+        b = store.add(frame(0), camera="cam-2", source_offset=6)
+        c = store.add(frame(1, "jpeg"), camera="cam-1")
+        assert (a.status, b.status, c.status) == ("stored", "duplicate", "stored")
+        assert a.sha == b.sha == hashlib.sha256(frame(0)).hexdigest()
+        assert store.count() == 2
+        assert a.path == tmp_path / "parts" / "objects" / a.sha[:2] / f"{a.sha}.png"
+        assert c.path.suffix == ".jpg" and a.path.read_bytes() == frame(0)
+        first = {i.sha: i for i in store.images()}[a.sha]
+        assert (first.camera, first.line, first.captured_at, first.source_offset) == ("cam-1", "l1", 1_700_000_000_000, 5)
+        assert (first.width, first.height) == (32, 32)
+    files = [p for p in (tmp_path / "parts" / "objects").rglob("*") if p.is_file()]
+    assert len(files) == 2
+
+
+def test_undecodable_bytes_are_refused_and_can_be_set_aside(tmp_path):
+    with ModelStore(tmp_path, "parts") as store:
+        with pytest.raises(DecodeError) as err:
+            store.add(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+        assert store.count() == 0
+        path = store.reject(b"garbage", err.value.reason, err.value.message, {"offset": 3})
+        assert path is not None and path.exists() and path.with_suffix(".bin").read_bytes() == b"garbage"
+        assert err.value.reason in path.read_text()
+
+
+def test_crash_during_write_leaves_no_half_file_in_the_index(tmp_path, monkeypatch):
+    store = ModelStore(tmp_path, "parts")
+    data = frame(3)
+    real_replace = os.replace
+
+    def crash(*a, **k):  # the process "dies" after the temp file was written, before the rename
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        store.add(data)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert store.count() == 0
+    assert not [p for p in store.objects.rglob("*") if p.is_file()]
+    store.close()
+
+    # a crash that left a partial temp file behind: reopening cleans it, the index never named it
+    stale = tmp_path / "parts" / "tmp" / "x.png.part"
+    stale.write_bytes(data[:10])
+    young = tmp_path / "parts" / "tmp" / "y.png.part"  # may be another process's write in progress
+    young.write_bytes(data[:10])
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    store = ModelStore(tmp_path, "parts")
+    assert not stale.exists() and young.exists() and store.count() == 0
+    # every indexed image is complete after a successful write
+    res = store.add(data)
+    assert res.status == "stored" and store.count() == 1
+    assert hashlib.sha256(res.path.read_bytes()).hexdigest() == res.sha
+    store.close()
+
+
+def test_crash_between_rename_and_index_commit_is_harmless(tmp_path, monkeypatch):
+    store = ModelStore(tmp_path, "parts")
+
+    def crash(self, row):
+        raise OSError("simulated crash before the index commit")
+
+    monkeypatch.setattr(ModelStore, "_index_insert", crash)
+    with pytest.raises(OSError):
+        store.add(frame(4))
+    monkeypatch.undo()
+    assert store.count() == 0  # the orphan file is not in the index
+    assert store.add(frame(4)).status == "stored"  # and a retry stores it properly
+    assert store.count() == 1
+    store.close()
+
+
+def test_retention_keeps_a_time_spread_sample():
+    # 10 days of steady traffic (10 a day), then a burst of 300 frames on day 10
+    items = [(f"d{d}-{k}", d * DAY + k * DAY / 10) for d in range(10) for k in range(10)]
+    items += [(f"burst-{k}", 10 * DAY + k * 1000) for k in range(300)]
+    evict = set(choose_evictions(items, len(items) - 60, buckets=11))
+    kept = [(k, t) for k, t in items if k not in evict]
+    assert len(kept) == 60
+    days = {int(t // DAY) for _, t in kept}
+    assert days == set(range(11)), days  # every day still represented
+    assert sum(k.startswith("burst") for k, _ in kept) <= 10  # the burst did not take over
+    # newest-only retention would have kept nothing older than the burst
+    assert min(t for _, t in kept) == 0
+
+
+def test_store_bound_evicts_by_time_spread(tmp_path):
+    with ModelStore(tmp_path, "parts", max_images=20, buckets=4) as store:
+        for i in range(20):
+            store.add(frame(i), captured_at=1_700_000_000_000 + i * DAY)
+        for i in range(20, 40):  # a burst within one hour
+            store.add(frame(i), captured_at=1_700_000_000_000 + 19 * DAY + (i - 19) * 60_000)
+        evicted = store.enforce_bound()
+        assert len(evicted) == 20 and store.count() == 20
+        kept_days = {(i.time_ms - 1_700_000_000_000) // DAY for i in store.images()}
+        assert 0 in kept_days and len(kept_days) >= 10
+        on_disk = [p for p in store.objects.rglob("*") if p.is_file()]
+        assert len(on_disk) == 20
+
+
+def test_byte_bound(tmp_path):
+    with ModelStore(tmp_path, "parts", max_images=100, max_bytes=10_000) as store:
+        for i in range(12):
+            store.add(frame(i), captured_at=1_700_000_000_000 + i * DAY)
+        store.enforce_bound()
+        assert store.total_bytes() <= 10_000 and store.count() >= 1
+
+
+def test_import_folder(tmp_path):
+    src = tmp_path / "src" / "sub"
+    src.mkdir(parents=True)
+    for i in range(5):
+        (src / f"{i}.png").write_bytes(frame(i))
+    (src / "copy.png").write_bytes(frame(0))
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
+    (src / "notes.txt").write_text("not an image")
+    stores = NormalStore(tmp_path / "store")
+    summary = stores.model("parts").import_folder(tmp_path / "src", camera="lab")
+    assert summary["files"] == 7 and summary["stored"] == 5 and summary["duplicates"] == 1
+    assert summary["rejected"] == 1 and summary["images"] == 5
+    assert len(list((tmp_path / "store" / "parts" / "rejected").glob("*.json"))) == 1
+    again = stores.model("parts").import_folder(tmp_path / "src")
+    assert again["stored"] == 0 and again["duplicates"] == 6
+    stores.close()
+
+
+@pytest.mark.parametrize("name", ["", "..", "../x", "a/b", "-x", "x" * 200, "a b"])
+def test_bad_model_names_are_refused(name):
+    with pytest.raises(ValueError):
+        check_model_name(name)
+
+
+def test_good_model_name():
+    assert check_model_name("magnetic_tile-v2.1") == "magnetic_tile-v2.1"

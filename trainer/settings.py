@@ -1,0 +1,135 @@
+"""Settings of the scheduled jobs (`trainer collect`, `trainer refresh`): pydantic-settings, prefix ``TRAINER_``.
+
+Kafka connection and security names mirror ``inspector.settings`` (``TRAINER_KAFKA_BOOTSTRAP_SERVERS``,
+``TRAINER_KAFKA_SECURITY_PROTOCOL``, ``TRAINER_KAFKA_SASL_*``, ``TRAINER_KAFKA_SSL_*``), so one
+secret/config map can feed both. Command-line options override single values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inspector.decode import DecodeLimits
+
+
+class TrainerSettings(BaseSettings):
+    """Configuration of the normal-image collector and the checkpoint refresh job."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINER_", extra="ignore", validate_default=True)
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated bootstrap servers.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_client_id: str = Field("inspector-trainer", description="Kafka client id prefix.")
+    kafka_session_timeout_ms: int = Field(10_000, ge=1_000, description="Use 6000 against tansu (dev/tests).")
+    kafka_heartbeat_interval_ms: int = Field(3_000, ge=100)
+    kafka_max_poll_records: int = Field(64, ge=1)
+    kafka_max_partition_fetch_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    normal_topic: str = Field("frames.normal", description="Confirmed-normal frames (same format as the input topic).")
+    group_id: str = Field("inspector-trainer-collect", description="Consumer group of `trainer collect`.")
+    models_topic: str = Field("inspector.models", description="Workers' compacted control topic (key model name).")
+    publish_timeout_s: float = Field(30.0, gt=0, description="Wait this long for the control-topic ack.")
+
+    # --- Store -------------------------------------------------------------------------------
+    store_dir: Path = Field(Path("data/normal-store"), description="Normal-image store (persistent volume).")
+    default_model: str = Field("default", description="Model of frames without a `model` header.")
+    store_max_images: int = Field(5_000, ge=1, description="Images kept per model (retention bound).")
+    store_max_bytes: int = Field(20 * 1024**3, ge=1, description="Bytes kept per model (retention bound).")
+    retention_buckets: int = Field(
+        32, ge=1, le=10_000, description="Time buckets of the retention policy: eviction thins the most crowded one."
+    )
+    rejected_max_files: int = Field(1_000, ge=0, description="Undecodable frames kept for inspection per model.")
+    max_frame_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Larger frames are rejected.")
+    max_pixels: int = Field(64_000_000, ge=1, description="Frames with more pixels are rejected.")
+    min_side: int = Field(8, ge=1, description="Frames with a shorter side are rejected.")
+
+    # --- Refresh -----------------------------------------------------------------------------
+    checkpoints_dir: Path = Field(
+        Path("models"), description="CHECKPOINTS/<model>/<version>/ and the CHECKPOINTS/<model>/live pointer."
+    )
+    publish_relative: bool = Field(
+        False,
+        description="Announce checkpoints as '<model>/<version>' (relative to the workers' INSPECTOR_MODELS_DIR) "
+        "instead of an absolute path.",
+    )
+    min_images: int = Field(200, ge=3, description="Refuse to refresh with fewer stored images than this.")
+    val_fraction: float = Field(0.15, gt=0, lt=0.9, description="Share of the store held out for the gate.")
+    max_frr_increase: float = Field(
+        0.02, ge=0, description="Candidate FRR on held-out normals (and on the labelled set's good images) may exceed "
+        "the live model's by at most this; never less than one image of the set (1/n)."
+    )
+    max_normal_score_shift: float = Field(
+        0.25, ge=0,
+        description="Largest move of the normals' median score towards the threshold, candidate vs live, on a "
+        "unit-free scale per model (0 = its calibration normals' median, 1 = its threshold).",
+    )
+    max_auroc_drop: float = Field(0.02, ge=0, description="Largest image-AUROC drop on the labelled set.")
+    max_aupro_drop: float = Field(0.03, ge=0, description="Largest AUPRO drop on the labelled set.")
+    max_recall_drop: float = Field(
+        0.05, ge=0, description="Largest drop of defect recall (each model at its own threshold) on the labelled set: "
+        "catches a threshold made lenient by defective frames confirmed as normal by mistake.")
+    eval_dir: Path | None = Field(None, description="Labelled MVTec-layout folder for AUROC/AUPRO (optional).")
+    epochs: int = Field(20, ge=1, description="Epochs of a refresh (warm start needs fewer than from scratch).")
+    image_size: int = Field(256, ge=16, le=4096, description="Image size when training from scratch.")
+    method: Literal["rd", "dskd"] = Field("rd", description="Method when training from scratch.")
+    teacher: str = Field("efficientnet_lite0", description="Teacher when training from scratch.")
+    target_frr: float = Field(0.005, gt=0, lt=1, description="FRR target when training from scratch.")
+    lr: float = Field(0.005, gt=0, description="Adam learning rate when training from scratch (paper default).")
+    warm_start_lr: float = Field(
+        0.0005, gt=0, description="Adam learning rate of a warm start: a fresh optimiser at the from-scratch rate "
+        "would first throw the live weights far off.")
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+    warm_start: bool = Field(True, description="Warm-start from the live checkpoint (else from scratch).")
+    device: str | None = Field(None, description="Torch device; default: cuda when available.")
+    lock_timeout_s: float = Field(0.0, ge=0, description="Wait this long for the model's lock (0: fail at once).")
+    keep_versions: int = Field(5, ge=1, description="Promoted versions kept per model (live and its parent always).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainerSettings:
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError("kafka_heartbeat_interval_ms must be below kafka_session_timeout_ms")
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
+            raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        return self
+
+    def kafka_common(self) -> dict[str, Any]:
+        """Connection/security kwargs for kafka-python producers and consumers."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()],
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kw["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                kw["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            kw["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile:
+            kw["ssl_certfile"] = str(self.kafka_ssl_certfile)
+        if self.kafka_ssl_keyfile:
+            kw["ssl_keyfile"] = str(self.kafka_ssl_keyfile)
+        return kw
+
+    def consumer_group_kwargs(self) -> dict[str, Any]:
+        return {
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
+        }
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(max_bytes=self.max_frame_bytes, max_pixels=self.max_pixels, min_side=self.min_side)
+
+    def safe_dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

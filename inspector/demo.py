@@ -38,7 +38,8 @@ def frames_from(data: Path | None, n: int, seed: int) -> list[tuple[bytes, str, 
     from trainer.synthetic import make_frame
 
     kinds = [None, None, "scratch", None, "spot"]
-    return [(make_frame(kinds[i % len(kinds)], size=128, seed=seed, index=10_000 + i, fmt="jpeg"), "image/jpeg",
+    # PNG like the training images: a model trained on lossless frames sees JPEG artifacts as anomalies.
+    return [(make_frame(kinds[i % len(kinds)], size=128, seed=seed, index=10_000 + i, fmt="png"), "image/png",
              kinds[i % len(kinds)] or "good") for i in range(n)]
 
 
@@ -87,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"local broker {broker.bootstrap}, Redis {redis_srv.url} (loopback only)")
         data = args.data
         if data is None:
-            data = make_dataset(out / "data", n_train=80, n_test_good=20, n_test_defect=15, size=128, seed=0)
+            data = make_dataset(out / "data", n_train=160, n_test_good=20, n_test_defect=15, size=128, seed=0)
             say(f"synthetic parts written to {data}")
         say(f"training RD (efficientnet_lite0 teacher) at {args.image_size}px for {args.epochs} epochs")
         summary = fit(FitConfig(data=data, out=out / "checkpoint", method="rd", image_size=args.image_size,
-                                epochs=args.epochs, progress=sys.stderr.isatty(), name="demo"))
+                                epochs=args.epochs, val_fraction=0.2, progress=sys.stderr.isatty(),
+                                name="demo"))
         print(json.dumps(summary))
         metrics = evaluate(out / "checkpoint", data, out / "report", None)
         say(f"held-out test set: image AUROC {metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}, "

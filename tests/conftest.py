@@ -26,11 +26,8 @@ def synthetic_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_fit(tmp_path_factory, synthetic_data) -> dict:
     """A real RD checkpoint trained for a few seconds on synthetic parts (the summary of ``fit``)."""
-    import torch
-
     from trainer.fit import FitConfig, fit
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
     return fit(FitConfig(data=synthetic_data, out=out, method="rd", teacher="efficientnet_lite0",
                          image_size=TINY_SIZE, epochs=TINY_EPOCHS, seed=0, progress=False, name="parts"))

@@ -21,7 +21,9 @@ def _fit(args: argparse.Namespace) -> int:
         amp=not args.no_amp, cache_teacher=args.cache_teacher, name=args.name, resume=args.resume,
         init_from=args.init_from, progress=not args.no_progress, max_train_images=args.max_train_images,
     )
-    print(json.dumps(fit(cfg)))
+    summary = fit(cfg)
+    if "checkpoint" in summary:  # under torchrun only rank 0 writes and reports
+        print(json.dumps(summary))
     return 0
 
 

@@ -63,7 +63,8 @@ def run_test_set(engine: Engine, data: str | Path, batch_size: int = 16):
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, report: str | Path | None = None,
-             device: str | None = None, batch_size: int = 16) -> dict[str, Any]:
+             device: str | None = None, batch_size: int = 16, keep_scores: bool = False) -> dict[str, Any]:
+    """Metrics of a checkpoint on a labelled folder; ``keep_scores`` adds the per-image scores and labels."""
     engine = load_engine(checkpoint, device)
     t0 = time.perf_counter()
     scores, maps, masks, labels, types, paths, originals, skipped = run_test_set(engine, data, batch_size)
@@ -87,6 +88,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, report: str | Path | None
     }
     if report is not None:
         write_report(Path(report), summary, scores, labels, types, maps, masks, originals, thr)
+    if keep_scores:
+        summary["scores"], summary["labels"] = scores.tolist(), labels.astype(int).tolist()
     return summary
 
 

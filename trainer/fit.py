@@ -24,12 +24,12 @@ import torch
 
 from inspector.checkpoint import Manifest, new_version, read_manifest, read_weights, save_checkpoint
 from inspector.decode import DecodeError, read_image
-from inspector.engine import pick_device
 from inspector.nets.losses import cosine_distillation_loss
 from inspector.nets.model import DiscrepancyModel, ModelConfig, build_student
 from inspector.nets.teachers import build_teacher
 from inspector.preprocess import prepare_batch
 
+from . import distributed
 from .data import data_fingerprint, scan_dataset, split_train_val
 from .metrics import score_stats, threshold_for_false_reject_rate
 
@@ -178,8 +178,15 @@ def _load_state(out: Path, model: DiscrepancyModel, opt: torch.optim.Optimizer) 
 def fit(cfg: FitConfig) -> dict[str, Any]:
     """Train, select the best epoch, calibrate, and write a checkpoint to ``cfg.out``. Returns a summary."""
     log = structlog.get_logger("trainer.fit")
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)  # the same seed on every rank: identical shuffles, disjoint shards
+    ctx, device = distributed.setup(cfg.device)
+    try:
+        return _fit(cfg, ctx, device, log)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> dict[str, Any]:
     out = Path(cfg.out)
     index = scan_dataset(cfg.data)
     paths = list(index.train_paths) + [Path(p) for p in cfg.extra_train_paths]
@@ -227,12 +234,13 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
 
     use_amp = cfg.amp and device.type == "cuda"
     n = len(x_train)
-    bs = min(cfg.batch_size, n)
-    steps = n // bs  # drop the last partial batch: tiny batches destabilise batch norm
+    bs = min(cfg.batch_size, max(1, n // ctx.world))  # per process
+    steps = n // (bs * ctx.world)  # drop the last partial batch: tiny batches destabilise batch norm
+    trained = distributed.wrap(model.student, ctx, device)
     model.student.train()
     train_seconds = 0.0
     bar = None
-    if cfg.progress:
+    if cfg.progress and ctx.main:
         from tqdm import tqdm
 
         bar = tqdm(total=(cfg.epochs - start_epoch) * steps, desc=f"fit {cfg.method}", unit="step",
@@ -242,12 +250,15 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
         perm = torch.randperm(n)
         running = 0.0
         for step in range(steps):
-            idx = perm[step * bs:(step + 1) * bs]
+            first = (step * ctx.world + ctx.rank) * bs
+            idx = perm[first:first + bs]
             xb = x_train_dev[idx.to(x_train_dev.device)].to(device, non_blocking=True)
             tf = [f[idx.to(f.device)].to(device).float() for f in f_train] if f_train is not None else None
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                t, s = model.features(xb, tf)
-                loss = cosine_distillation_loss(t, s, cfg.loss)
+                if tf is None:
+                    with torch.no_grad():
+                        tf = model.teacher(xb)
+                loss = cosine_distillation_loss(tf, trained(xb, tf), cfg.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -258,15 +269,19 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
                 bar.update(1)
         epoch_s = time.perf_counter() - t_epoch
         train_seconds += epoch_s
+        if not ctx.main:
+            continue  # rank 0 alone validates, keeps the best epoch and writes
         val = validation_loss(model, x_val, f_val, device, cfg.loss)
         history.append({"epoch": epoch + 1, "train_loss": running / max(steps, 1), "val_loss": val, "seconds": round(epoch_s, 2)})
         log.info("epoch", epoch=epoch + 1, train_loss=round(running / max(steps, 1), 5), val_loss=round(val, 5),
-                 images_per_s=round(steps * bs / epoch_s, 1))
+                 images_per_s=round(steps * bs * ctx.world / epoch_s, 1))
         if val < best["val"]:
             best = {"epoch": epoch + 1, "val": val, "state": {k: v.detach().cpu().clone() for k, v in model.student.state_dict().items()}}
         _save_state(out, model, opt, epoch + 1, best, history)
     if bar is not None:
         bar.close()
+    if not ctx.main:
+        return {"rank": ctx.rank}
     if best["state"] is not None:
         model.student.load_state_dict(best["state"])
 
@@ -284,8 +299,9 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
         training={"epochs": cfg.epochs, "batch_size": bs, "lr": cfg.lr, "betas": list(cfg.betas), "seed": cfg.seed,
                   "train_images": n, "skipped_images": skipped, "device": str(device),
                   "train_seconds": round(train_seconds, 1), "amp": use_amp, "teacher_cache": cache,
+                  "processes": ctx.world,
                   "history": history,
-                  "train_images_per_s": round(steps * bs * max(cfg.epochs - start_epoch, 0) / train_seconds, 1) if train_seconds else None},
+                  "train_images_per_s": round(steps * bs * ctx.world * max(cfg.epochs - start_epoch, 0) / train_seconds, 1) if train_seconds else None},
     )
     manifest = save_checkpoint(out, model.student_state(), manifest)
     log.info("checkpoint_written", out=str(out), version=manifest.version, threshold=threshold)

@@ -305,14 +305,28 @@ def _normal_metrics(engine: Any, images: list[np.ndarray]) -> dict[str, Any]:
 def _labelled_metrics(ckpt: Path, eval_dir: Path, device: str | None) -> dict[str, Any]:
     from .evaluate import evaluate
 
-    r = evaluate(ckpt, eval_dir, None, device)
+    r = evaluate(ckpt, eval_dir, None, device, keep_scores=True)
     p50 = (r.get("good_score_stats") or {}).get("p50")
     thr = float(r["threshold"])
     manifest = read_manifest(ckpt)
     return {"image_auroc": r["image_auroc"], "pixel_auroc": r.get("pixel_auroc"), "aupro": r.get("aupro"),
             "false_reject_rate": r.get("false_reject_rate"), "defect_recall": r.get("defect_recall"),
             "threshold": thr, "n_images": r["n_images"], "n_good": (r.get("good_score_stats") or {}).get("n", 0),
+            "_scores": np.asarray(r["scores"]), "_labels": np.asarray(r["labels"], dtype=bool),
             "good_median_position": None if p50 is None else float(_position(np.array([p50]), manifest)[0])}
+
+
+def _recall_at_frr(lab: dict[str, Any], frr: float) -> float:
+    """Defect recall at the threshold that gives false-reject rate ``frr`` on the labelled good images."""
+    from .metrics import threshold_for_false_reject_rate
+
+    scores, labels = lab["_scores"], lab["_labels"]
+    thr = threshold_for_false_reject_rate(scores[~labels], min(frr, 0.999))
+    return float(np.mean(scores[labels] >= thr))
+
+
+def _public(lab: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if lab is None else {k: v for k, v in lab.items() if not k.startswith("_")}
 
 
 def _frr_margin(margin: float, n: int) -> float:
@@ -356,8 +370,15 @@ def gate(settings: TrainerSettings, cand: dict[str, Any], live: dict[str, Any] |
         if c is not None and l_ is not None:
             deltas["labelled_recall_drop"] = l_ - c
             if l_ - c > s.max_recall_drop:
-                reasons.append(f"defect recall on the labelled set {c:.3f} is below the live model's {l_:.3f} by more "
-                               f"than {s.max_recall_drop:.3f} (the new threshold lets defects through)")
+                # Each model is judged at its own threshold above. A live model with an over-tight
+                # threshold buys recall with false rejects; compare at its operating point before
+                # calling the candidate worse: a candidate that ranks defects worse fails here too.
+                matched = _recall_at_frr(cand_lab, live_lab.get("false_reject_rate") or 0.0)
+                deltas["labelled_recall_drop_at_live_frr"] = l_ - matched
+                if l_ - matched > s.max_recall_drop:
+                    reasons.append(f"defect recall on the labelled set {c:.3f} is below the live model's {l_:.3f} by more "
+                                   f"than {s.max_recall_drop:.3f}, and still {matched:.3f} at the live model's "
+                                   f"false-reject rate (the candidate ranks defects worse)")
         c, l_ = cand_lab.get("false_reject_rate"), live_lab.get("false_reject_rate")
         if c is not None and l_ is not None:
             deltas["labelled_frr_increase"] = c - l_
@@ -500,8 +521,8 @@ def _refresh_locked(settings: TrainerSettings, model: str, model_dir: Path, summ
             if live is not None:
                 live_lab = _labelled_metrics(live, Path(settings.eval_dir), settings.device)
         reasons, deltas = gate(settings, cand, live_m, cand_lab, live_lab, target_frr)
-        metrics = {"candidate": {"holdout": cand, "labelled": cand_lab},
-                   "live": {"holdout": live_m, "labelled": live_lab} if live is not None else None,
+        metrics = {"candidate": {"holdout": cand, "labelled": _public(cand_lab)},
+                   "live": {"holdout": live_m, "labelled": _public(live_lab)} if live is not None else None,
                    "deltas": deltas}
         summary["metrics"] = metrics
         log.info("refresh_gate", passed=not reasons, reasons=reasons, **{k: round(v, 4) for k, v in deltas.items()})

@@ -156,3 +156,34 @@ def test_bad_model_names_are_refused(name):
 
 def test_good_model_name():
     assert check_model_name("magnetic_tile-v2.1") == "magnetic_tile-v2.1"
+
+
+def _lab(scores, labels, thr):
+    import numpy as np
+
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    return {"image_auroc": 0.8, "aupro": 0.6, "false_reject_rate": float(np.mean(scores[~labels] >= thr)),
+            "defect_recall": float(np.mean(scores[labels] >= thr)), "n_good": int((~labels).sum()),
+            "good_median_position": 0.0, "_scores": scores, "_labels": labels}
+
+
+def test_gate_compares_recall_at_the_live_models_operating_point():
+    """A candidate with a stricter threshold but the same ranking is not a regression; a worse ranking is."""
+    import numpy as np
+
+    from trainer.refresh import gate
+    from trainer.settings import TrainerSettings
+
+    rng = np.random.default_rng(0)
+    good, bad = rng.normal(0, 1, 200), rng.normal(2, 1, 200)
+    scores, labels = np.r_[good, bad], np.r_[np.zeros(200), np.ones(200)]
+    hold = {"false_reject_rate": 0.0, "median_position": 0.0, "score_stats": {"n": 100}}
+    live = _lab(scores, labels, thr=1.0)  # over-tight: ~16 % false rejects, high recall
+    stricter = _lab(scores, labels, thr=3.0)  # same ranking, few false rejects, low recall
+    reasons, deltas = gate(TrainerSettings(), hold, hold, stricter, live, 0.005)
+    assert not [r for r in reasons if "recall" in r], reasons
+    assert deltas["labelled_recall_drop"] > 0.3 and abs(deltas["labelled_recall_drop_at_live_frr"]) < 0.05
+    worse_scores = np.r_[good, rng.normal(0.3, 1, 200)]  # defects look normal to it
+    worse = _lab(worse_scores, labels, thr=3.0)
+    reasons, _ = gate(TrainerSettings(), hold, hold, worse, live, 0.005)
+    assert any("ranks defects worse" in r for r in reasons), reasons

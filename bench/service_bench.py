@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logs", default=os.environ.get("TMPDIR", "/tmp"))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    # a SIGTERM (e.g. from `timeout`) unwinds normally, so the local broker/Redis are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     results = []
     with Stack(args.bootstrap, args.redis_url) as stack:

@@ -12,6 +12,17 @@ from inspector.observability import HealthServer, Metrics, configure_logging
 from inspector.settings import Settings
 
 
+def _configure_threads(settings: Settings) -> None:
+    """The decode pool is the decoder's parallelism; OpenCV's own pool (and a torch pool as wide as
+    the machine) would oversubscribe the cores and make inference wait on spinning threads."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+
+
 def build_and_run(settings: Settings) -> int:
     from inspector.engine import load_engine  # torch import only when serving
     from inspector.rollout import ModelRegistry, Rollout
@@ -20,6 +31,7 @@ def build_and_run(settings: Settings) -> int:
 
     configure_logging(settings.log_level)
     log = structlog.get_logger("inspector.serve")
+    _configure_threads(settings)
     log.info("settings", **settings.safe_dump())
     metrics = Metrics()
     registry = ModelRegistry(metrics, settings.default_model)

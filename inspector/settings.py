@@ -146,6 +146,13 @@ class Settings(BaseSettings):
 
     # --- Models ------------------------------------------------------------------------------
     device: str | None = Field(None, description="Torch device (cpu, cuda, cuda:1); default: auto.")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Intra-op threads for CPU inference (default: torch's). On small CPU boxes 1 avoids "
+        "oversubscription with the decode threads.",
+    )
     checkpoint: Path | None = Field(
         None, description="Starting checkpoint directory when the control topic names none."
     )
@@ -188,22 +195,11 @@ class Settings(BaseSettings):
     # -- helpers that turn settings into client keyword arguments -------------------------------
     def kafka_common(self) -> dict[str, Any]:
         """Connection/security kwargs shared by kafka-python producers, consumers and admins."""
-        kw: dict[str, Any] = {
-            "bootstrap_servers": [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()],
-            "security_protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
-            kw["sasl_plain_username"] = self.kafka_sasl_username
-            if self.kafka_sasl_password is not None:
-                kw["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_ssl_cafile:
-            kw["ssl_cafile"] = str(self.kafka_ssl_cafile)
-        if self.kafka_ssl_certfile:
-            kw["ssl_certfile"] = str(self.kafka_ssl_certfile)
-        if self.kafka_ssl_keyfile:
-            kw["ssl_keyfile"] = str(self.kafka_ssl_keyfile)
-        return kw
+        from inspector.kafka_client import connection_kwargs
+
+        return connection_kwargs(self.kafka_bootstrap_servers, self.kafka_security_protocol, self.kafka_sasl_mechanism,
+                                 self.kafka_sasl_username, self.kafka_sasl_password, self.kafka_ssl_cafile,
+                                 self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
 
     def consumer_group_kwargs(self) -> dict[str, Any]:
         """Group-membership timing kwargs (tansu needs short sessions, see infrastructure notes)."""

@@ -53,6 +53,7 @@ from inspector.checkpoint import (
 
 from .settings import TrainerSettings
 from .store import ModelStore, check_model_name
+from inspector.durable import fsync_dir
 
 __all__ = [
     "EXIT_BUSY",
@@ -85,12 +86,6 @@ def _log() -> Any:
     return structlog.get_logger("trainer.refresh")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -100,7 +95,7 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 # ----------------------------------------------------------------------------- lock, pointer
@@ -147,7 +142,7 @@ def _set_live(model_dir: Path, version: str) -> None:
     tmp = model_dir / f".live.tmp-{uuid.uuid4().hex[:8]}"
     os.symlink(version, tmp)
     os.replace(tmp, model_dir / LIVE)
-    _fsync_dir(model_dir)
+    fsync_dir(model_dir)
 
 
 def _cleanup_stale(model_dir: Path) -> list[str]:

@@ -36,6 +36,7 @@ from typing import Any
 import structlog
 
 from inspector.decode import DecodeError, DecodeLimits, decode_image, sniff_format
+from inspector.durable import fsync_dir
 
 __all__ = [
     "AddResult",
@@ -80,12 +81,6 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now_ms() -> int:
@@ -270,9 +265,9 @@ class ModelStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(shard)
+        fsync_dir(shard)
         if new_shard:
-            _fsync_dir(self.objects)
+            fsync_dir(self.objects)
 
     def remove(self, shas: Iterable[str]) -> int:
         """Drop images: index rows first (committed), then the files."""

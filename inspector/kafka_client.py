@@ -1,0 +1,26 @@
+"""kafka-python connection keyword arguments from settings, shared by the service and the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+
+def connection_kwargs(bootstrap_servers: str, security_protocol: str, sasl_mechanism: str | None,
+                      sasl_username: str | None, sasl_password: SecretStr | None, ssl_cafile: Path | None,
+                      ssl_certfile: Path | None, ssl_keyfile: Path | None) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in bootstrap_servers.split(",") if s.strip()],
+        "security_protocol": security_protocol,
+    }
+    if sasl_mechanism:
+        kw["sasl_mechanism"] = sasl_mechanism
+        kw["sasl_plain_username"] = sasl_username
+        if sasl_password is not None:
+            kw["sasl_plain_password"] = sasl_password.get_secret_value()
+    for name, value in (("ssl_cafile", ssl_cafile), ("ssl_certfile", ssl_certfile), ("ssl_keyfile", ssl_keyfile)):
+        if value:
+            kw[name] = str(value)
+    return kw

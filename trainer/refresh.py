@@ -365,15 +365,22 @@ def gate(settings: TrainerSettings, cand: dict[str, Any], live: dict[str, Any] |
         if c is not None and l_ is not None:
             deltas["labelled_recall_drop"] = l_ - c
             if l_ - c > s.max_recall_drop:
-                # Each model is judged at its own threshold above. A live model with an over-tight
-                # threshold buys recall with false rejects; compare at its operating point before
-                # calling the candidate worse: a candidate that ranks defects worse fails here too.
-                matched = _recall_at_frr(cand_lab, live_lab.get("false_reject_rate") or 0.0)
-                deltas["labelled_recall_drop_at_live_frr"] = l_ - matched
-                if l_ - matched > s.max_recall_drop:
+                # Each model is judged at its own threshold. Lost recall is excused only where it
+                # buys fewer false rejects (the live threshold was over-tight) and the candidate,
+                # held to the live model's false-reject rate, recalls as much. A candidate whose
+                # threshold rose without that gain (e.g. defects among its "normals") is refused.
+                c_frr, l_frr = cand_lab.get("false_reject_rate") or 0.0, live_lab.get("false_reject_rate") or 0.0
+                if c_frr < l_frr:
+                    matched = _recall_at_frr(cand_lab, l_frr)
+                    deltas["labelled_recall_drop_at_live_frr"] = l_ - matched
+                    if l_ - matched > s.max_recall_drop:
+                        reasons.append(f"defect recall on the labelled set {c:.3f} is below the live model's {l_:.3f} by "
+                                       f"more than {s.max_recall_drop:.3f}, and still {matched:.3f} at the live model's "
+                                       f"false-reject rate (the candidate ranks defects worse)")
+                else:
                     reasons.append(f"defect recall on the labelled set {c:.3f} is below the live model's {l_:.3f} by more "
-                                   f"than {s.max_recall_drop:.3f}, and still {matched:.3f} at the live model's "
-                                   f"false-reject rate (the candidate ranks defects worse)")
+                                   f"than {s.max_recall_drop:.3f} without fewer false rejects "
+                                   f"({c_frr:.3f} vs {l_frr:.3f}): the new threshold lets defects through")
         c, l_ = cand_lab.get("false_reject_rate"), live_lab.get("false_reject_rate")
         if c is not None and l_ is not None:
             deltas["labelled_frr_increase"] = c - l_

@@ -187,3 +187,9 @@ def test_gate_compares_recall_at_the_live_models_operating_point():
     worse = _lab(worse_scores, labels, thr=3.0)
     reasons, _ = gate(TrainerSettings(), hold, hold, worse, live, 0.005)
     assert any("ranks defects worse" in r for r in reasons), reasons
+    # Same ranking, but the threshold rose with no fewer false rejects (defects among the "normals").
+    tight_live = _lab(scores, labels, thr=3.5)
+    raised = _lab(scores, labels, thr=5.0)
+    tight_live["defect_recall"], raised["defect_recall"] = 0.9, 0.3
+    reasons, _ = gate(TrainerSettings(), hold, hold, raised, tight_live, 0.005)
+    assert any("without fewer false rejects" in r for r in reasons), reasons

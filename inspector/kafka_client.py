@@ -24,3 +24,12 @@ def connection_kwargs(bootstrap_servers: str, security_protocol: str, sasl_mecha
         if value:
             kw[name] = str(value)
     return kw
+
+
+def check_group_and_security(heartbeat_interval_ms: int, session_timeout_ms: int, security_protocol: str,
+                             sasl_mechanism: str | None) -> None:
+    """Settings combinations kafka-python would only reject at connect time."""
+    if heartbeat_interval_ms >= session_timeout_ms:
+        raise ValueError("kafka_heartbeat_interval_ms must be below kafka_session_timeout_ms")
+    if security_protocol.startswith("SASL") and not sasl_mechanism:
+        raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")

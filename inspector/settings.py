@@ -184,10 +184,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
-            raise ValueError("kafka_heartbeat_interval_ms must be below kafka_session_timeout_ms")
-        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
-            raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        from inspector.kafka_client import check_group_and_security
+
+        check_group_and_security(self.kafka_heartbeat_interval_ms, self.kafka_session_timeout_ms,
+                                 self.kafka_security_protocol, self.kafka_sasl_mechanism)
         if self.redis_url == "":
             self.redis_url = None
         return self

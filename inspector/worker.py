@@ -24,7 +24,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import structlog
 from kafka import KafkaConsumer, TopicPartition
@@ -494,7 +493,7 @@ class Worker:
                     for r in insp.regions
                     if r.area >= self.s.region_min_area
                 ],
-                mask=Mask.encode(self._mask(insp.mask)),
+                mask=Mask.encode(insp.mask),  # sized by the engine (rollout passes mask_size)
                 heatmap_key=key,
                 source=Source(topic=f.topic, partition=f.partition, offset=f.offset),
                 worker_id=self.s.worker_id,
@@ -510,13 +509,6 @@ class Worker:
                 heat.append(HeatmapItem(f.headers.frame_id, f.headers.camera_id, insp.heatmap, float(engine.threshold)))
         if self.heatmaps is not None:
             self.heatmaps.submit(heat)
-
-    def _mask(self, mask: np.ndarray) -> np.ndarray:
-        m = np.asarray(mask, dtype=bool)
-        size = self.s.mask_size
-        if m.shape != (size, size):
-            m = cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
-        return m
 
     # ------------------------------------------------------------------------------------------
     # publishing and acknowledgements (any thread)

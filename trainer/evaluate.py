@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ def run_test_set(engine: Engine, data: str | Path, batch_size: int = 16):
     S = engine.image_size
     scores, maps, masks, types, paths, skipped, originals = [], [], [], [], [], [], {}
     pending: list[tuple] = []
+    shown: Counter[str] = Counter()  # overlay examples kept per type
 
     def flush() -> None:
         m, s = engine.maps([img for _, img, _ in pending])
@@ -42,7 +44,8 @@ def run_test_set(engine: Engine, data: str | Path, batch_size: int = 16):
             masks.append(resize_mask(mask, S) if mask is not None else np.zeros((S, S), bool))
             types.append(sample.defect_type)
             paths.append(str(sample.path))
-            if len([k for k in originals if originals[k][0] == sample.defect_type]) < 4:
+            if shown[sample.defect_type] < 4:
+                shown[sample.defect_type] += 1
                 originals[len(paths) - 1] = (sample.defect_type, img)
         pending.clear()
 

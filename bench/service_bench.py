@@ -5,10 +5,13 @@ For each frame size: publish M JPEG frames at saturation (all at once) and at a 
 (captured-at header → verdict read back by this script), and the bare inference throughput of
 the same checkpoint at the same batch size, measured in this process on the same device.
 
-    python bench/service_bench.py --checkpoint CKPT --frames 300 --sizes 256 2448x2048
+    python bench/service_bench.py --checkpoint CKPT --frames 300 --sizes 256 2448x2048 --plots DIR
 
 Without --bootstrap/--redis-url it starts a local broker and Redis (inspector.localstack).
-Prints a table on stderr and the JSON result on stdout (also --out FILE).
+Prints a table on stderr and the JSON result on stdout (also --out FILE); --plots DIR writes
+the latency CDF of every run (latency_cdf.png) and the JSON (service.json) there. The worker and
+the bare measurement run the model the same way (--engine-backend/--engine-precision, default
+auto: the measured best for the device).
 """
 
 from __future__ import annotations
@@ -61,12 +64,13 @@ def make_frames(size: tuple[int, int], count: int, quality: int = 90) -> list[by
     return frames
 
 
-def bare_inference(checkpoint: str, device: str | None, frames: list[bytes], batch: int, seconds: float) -> dict:
+def bare_inference(checkpoint: str, device: str | None, frames: list[bytes], batch: int, seconds: float,
+                   backend: str = "auto", precision: str = "auto") -> dict:
     """engine.infer throughput on already-decoded frames, batches of ``batch``."""
     from inspector.decode import DecodeLimits, decode_image
     from inspector.engine import load_engine
 
-    engine = load_engine(checkpoint, device)
+    engine = load_engine(checkpoint, device, backend=backend, precision=precision)
     limits = DecodeLimits(max_bytes=256 << 20, max_pixels=200_000_000)
     images = [decode_image(f, limits) for f in frames[: max(batch, 8)]]
     batches = [[images[(i + j) % len(images)] for j in range(batch)] for i in range(4)]
@@ -100,6 +104,7 @@ def bare_inference(checkpoint: str, device: str | None, frames: list[bytes], bat
         "decode_ms_per_frame": decode_s * 1000,
         "model": engine.name,
         "version": engine.version,
+        "fast_path": engine.fast.describe(),
     }
 
 
@@ -153,7 +158,11 @@ def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float
         "INSPECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         "INSPECTOR_ROLLOUT_CATCHUP_S": "1",
         "INSPECTOR_LOG_LEVEL": "WARNING",
+        "INSPECTOR_ENGINE_BACKEND": args.engine_backend,
+        "INSPECTOR_ENGINE_PRECISION": args.engine_precision,
     }
+    if args.torch_threads:
+        env["INSPECTOR_TORCH_THREADS"] = str(args.torch_threads)
     if args.device:
         env["INSPECTOR_DEVICE"] = args.device
     log = open(Path(args.logs) / f"worker-{label}-{tag}.log", "wb")  # noqa: SIM115
@@ -242,6 +251,7 @@ def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float
             "latency_ms_p95": float(np.percentile(lat, 95)),
             "latency_ms_p99": float(np.percentile(lat, 99)),
             "stages_ms_p50": stages,
+            "latencies_ms": [round(float(x), 2) for x in lat],
             "defects": sum(v["verdict"] == "defect" for v in got),
             "rejected": sum(v["verdict"] == "rejected" for v in got),
         }
@@ -288,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-url", default=None)
     p.add_argument("--logs", default=os.environ.get("TMPDIR", "/tmp"))
     p.add_argument("--out", default=None)
+    p.add_argument("--plots", type=Path, default=None, help="folder for latency_cdf.png and service.json")
+    p.add_argument("--engine-backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--engine-precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--torch-threads", type=int, default=None, help="INSPECTOR_TORCH_THREADS of the worker")
     args = p.parse_args(argv)
     # a SIGTERM (e.g. from `timeout`) unwinds normally, so the local broker/Redis are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -297,13 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         for size_text in args.sizes:
             size = parse_size(size_text)
             frames = make_frames(size, args.frames)
-            before = bare_inference(args.checkpoint, args.device, frames, args.batch, args.bare_seconds)
+            before = bare_inference(args.checkpoint, args.device, frames, args.batch, args.bare_seconds,
+                                    args.engine_backend, args.engine_precision)
             sat = run_service(stack, args, frames, f"saturation-{size_text}", None)
             rate = args.rate or 0.7 * sat["throughput_per_s"]
             fixed = run_service(stack, args, frames, f"fixed-{size_text}", rate)
             # measured before and after the service runs; the better one is the reference, so a
             # noisy neighbour cannot flatter the service's ratio
-            after = bare_inference(args.checkpoint, args.device, frames, args.batch, args.bare_seconds)
+            after = bare_inference(args.checkpoint, args.device, frames, args.batch, args.bare_seconds,
+                                   args.engine_backend, args.engine_precision)
             bare = max(before, after, key=lambda b: b["images_per_s"])
             bare["images_per_s_before_after"] = [before["images_per_s"], after["images_per_s"]]
             goal = args.max_delay_ms + 2 * bare["batch_seconds_p50"] * 1000
@@ -318,12 +334,22 @@ def main(argv: list[str] | None = None) -> int:
                 "p99_goal_met": fixed["latency_ms_p99"] <= goal,
             })
             print(table(results[-1:]), file=sys.stderr, flush=True)
-    out = {"settings": {k: v for k, v in vars(args).items() if k not in ("logs", "out")}, "results": results}
+    out = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("logs", "out")},
+           "results": results}
     print(table(results), file=sys.stderr)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+    if args.plots:
+        sys.path.insert(0, str(REPO / "bench"))
+        from perf_plots import plot_latency_cdf
+
+        args.plots.mkdir(parents=True, exist_ok=True)
+        (args.plots / "service.json").write_text(text + "\n")
+        runs = [dict(run, label=f"{r['size']} {run['label'].split('-')[0]}") for r in results for run in r["runs"]]
+        plot_latency_cdf(runs, args.plots / "latency_cdf.png")
     return 0
 
 

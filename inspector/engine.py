@@ -6,15 +6,16 @@ decoded images through the model on its device and returns one ``Inspection`` pe
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import structlog
 import torch
 
 from .checkpoint import CheckpointError, Manifest, read_manifest, read_weights
+from .fastpath import FastPath, build_runner, choose, fallback
 from .nets.model import DiscrepancyModel, ModelConfig, build_student
 from .nets.teachers import TeacherWeightsError, build_teacher
 from .preprocess import prepare_batch
@@ -47,31 +48,46 @@ class Engine:
     """A loaded, verified model ready for batched inference on one device."""
 
     def __init__(self, model: DiscrepancyModel, manifest: Manifest, device: torch.device,
-                 mask_size: int = 64, min_region_area: int = 1, amp: bool | None = None):
+                 mask_size: int = 64, min_region_area: int = 1, fast: FastPath | None = None,
+                 onnx_fallback: bool = True):
+        """``fast`` says how the model runs (default: the measured best for ``device``). With
+        ``onnx_fallback`` an ONNX backend that cannot be built or fails its check against torch
+        degrades to the torch backend (logged); without it the error propagates."""
         self.model = model.to(device).eval()
         self.manifest = manifest
         self.device = device
         self.mask_size = mask_size
         self.min_region_area = min_region_area
-        self.amp = (device.type == "cuda") if amp is None else amp
+        fast = fast or choose(device)
+        try:
+            self._run, self.fast = build_runner(self.model, device, fast, manifest.image_size)
+        except RuntimeError as exc:
+            if fast.backend != "onnx" or not onnx_fallback:
+                raise
+            structlog.get_logger("inspector.engine").warning("onnx_backend_unavailable", error=str(exc)[:300])
+            self._run, self.fast = build_runner(self.model, device, fallback(fast), manifest.image_size)
 
     name = property(lambda self: self.manifest.name)
     version = property(lambda self: self.manifest.version)
     threshold = property(lambda self: self.manifest.threshold)
     image_size = property(lambda self: self.manifest.image_size)
 
-    def _autocast(self):
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @torch.inference_mode()
     def maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anomaly maps (B,S,S) float32 and scores (B,) on the device."""
+        """Anomaly maps (B,S,S) float32 and scores (B,), on the device (the CPU for onnx)."""
         batch = prepare_batch(images, self.image_size, self.manifest.mean, self.manifest.std, self.device)
-        with self._autocast():
-            maps, scores = self.model.maps_and_scores(batch)
-        return maps.float(), scores.float()
+        return self._run(batch)
+
+    def warm_up(self, max_batch: int) -> None:
+        """Run every batch shape serving will see once (compiled models: every bucket), off the
+        serving path; the first call at a new shape is slow (compilation, kernel selection)."""
+        from .fastpath import buckets
+
+        size = int(self.image_size)
+        rng = np.random.default_rng(0)
+        sizes = buckets(max_batch) if self.fast.compile else [max_batch]
+        for n in sizes:
+            self.infer([rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)])
 
     def infer(self, images: Sequence[np.ndarray]) -> list[Inspection]:
         if not images:
@@ -91,8 +107,15 @@ class Engine:
 
 
 def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teacher_weights: str | Path | None = None,
-                expected_manifest_sha256: str | None = None, mask_size: int = 64, min_region_area: int = 1) -> Engine:
-    """Verify and load a checkpoint. Raises ``CheckpointError`` (never a half-built engine)."""
+                expected_manifest_sha256: str | None = None, mask_size: int = 64, min_region_area: int = 1,
+                backend: str = "auto", precision: str = "auto", channels_last: bool | None = None,
+                compile: bool | None = None, fast: FastPath | None = None) -> Engine:
+    """Verify and load a checkpoint. Raises ``CheckpointError`` (never a half-built engine).
+
+    ``backend`` (auto|torch|onnx), ``precision`` (auto|fp32|bf16), ``channels_last`` and
+    ``compile`` choose how the model runs; ``auto``/``None`` take the measured best for the device
+    (``inspector.fastpath.choose``); ``fast`` sets all of it at once (benchmarks, tests). An
+    explicitly requested onnx backend that fails is an error; an ``auto`` one falls back to torch."""
     manifest = read_manifest(checkpoint_dir, expected_manifest_sha256)
     state = read_weights(checkpoint_dir, manifest)
     try:
@@ -111,4 +134,9 @@ def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teache
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint_dir}: weights do not fit a {manifest.method} model: {exc}") from exc
     model = DiscrepancyModel(teacher, student, config)
-    return Engine(model, manifest, pick_device(device), mask_size, min_region_area)
+    dev = pick_device(device)
+    try:
+        fast = fast or choose(dev, backend, precision, channels_last, compile)
+        return Engine(model, manifest, dev, mask_size, min_region_area, fast, onnx_fallback=backend == "auto")
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint_dir}: cannot run as requested ({backend}, {precision}): {exc}") from exc

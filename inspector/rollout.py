@@ -151,17 +151,25 @@ class Rollout:
             expected_manifest_sha256=expected_sha,
             mask_size=s.mask_size,
             min_region_area=max(1, s.region_min_area),
+            backend=s.engine_backend,
+            precision=s.engine_precision,
+            channels_last=s.engine_channels_last,
+            compile=s.engine_compile,
         )
         size = int(engine.image_size)
         probe = engine.infer([np.full((size, size, 3), 128, dtype=np.uint8)])
         if len(probe) != 1 or not math.isfinite(float(probe[0].score)):
-            raise ValueError("smoke inference gave no finite score")
+            from inspector.checkpoint import CheckpointError
+
+            raise CheckpointError("smoke inference gave no finite score", "smoke_failed")
         # first calls at a new batch shape are slow (kernel selection, allocator): pay it here,
         # off the serving path, rather than in the first frames' latency
         rng = np.random.default_rng(0)
         warm = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(s.max_batch)]
         for _ in range(s.model_warmup_batches):
             engine.infer(warm)
+        if s.engine_compile and s.model_warmup_batches:
+            engine.warm_up(s.max_batch)  # a compiled model: every batch-size bucket, before serving
         return engine
 
     def apply(self, update: ModelUpdate) -> bool:
@@ -173,19 +181,27 @@ class Rollout:
         current = self.registry.get(update.name)
         if current is not None and current.version == update.version:
             return True
+        from inspector.checkpoint import CheckpointError, refusal_reason
+
         log = self._log.bind(model=update.name, version=update.version)
         t0 = time.monotonic()
         try:
-            path = resolve_location(update.checkpoint, self.settings.models_dir)
+            try:
+                path = resolve_location(update.checkpoint, self.settings.models_dir)
+            except ValueError as exc:
+                raise CheckpointError(str(exc), "location") from exc
             engine = self._load_verified(path, update.manifest_sha256)
             if engine.name != update.name or engine.version != update.version:
-                raise ValueError(
-                    f"checkpoint is {engine.name}/{engine.version}, update names {update.name}/{update.version}"
+                raise CheckpointError(
+                    f"checkpoint is {engine.name}/{engine.version}, update names {update.name}/{update.version}",
+                    "name_mismatch",
                 )
         except Exception as exc:  # noqa: BLE001 - any failure refuses the update, never the worker
-            self.metrics.model_refused.labels(update.name).inc()
+            reason = refusal_reason(exc)
+            self.metrics.model_refused.labels(update.name, reason).inc()
             log.error(
                 "model_refused",
+                reason=reason,
                 error=type(exc).__name__,
                 detail=str(exc)[:500],
                 serving=None if current is None else current.version,
@@ -209,8 +225,12 @@ class Rollout:
         try:
             engine = self._load_verified(Path(ck), None)
         except Exception as exc:  # noqa: BLE001
-            self.metrics.model_refused.labels("checkpoint").inc()
-            self._log.error("starting_checkpoint_refused", path=str(ck), error=type(exc).__name__, detail=str(exc)[:500])
+            from inspector.checkpoint import refusal_reason
+
+            reason = refusal_reason(exc)
+            self.metrics.model_refused.labels("checkpoint", reason).inc()
+            self._log.error("starting_checkpoint_refused", path=str(ck), reason=reason, error=type(exc).__name__,
+                            detail=str(exc)[:500])
             return
         self.registry.set_default(engine.name)
         if self.registry.get(engine.name) is None:
@@ -244,12 +264,12 @@ class Rollout:
             update = ModelUpdate.from_bytes(record.value or b"")
         except (ValidationError, ValueError) as exc:
             key = (record.key or b"?").decode("utf-8", "replace")[:64]
-            self.metrics.model_refused.labels(key).inc()
+            self.metrics.model_refused.labels(key, "invalid_update").inc()
             self._log.error("model_update_invalid", key=key, offset=record.offset, detail=str(exc)[:300])
             return None
         key = (record.key or b"").decode("utf-8", "replace")
         if key and key != update.name:
-            self.metrics.model_refused.labels(update.name).inc()
+            self.metrics.model_refused.labels(update.name, "key_mismatch").inc()
             self._log.error("model_update_key_mismatch", key=key[:64], name=update.name)
             return None
         return update

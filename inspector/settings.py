@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         64_000_000, ge=1, description="Frames with more pixels (width x height) are rejected."
     )
+    max_decoded_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="Decoded pixels a worker holds at once (frames waiting for inference); a decode waits "
+        "for room. Bounds memory when frames compress well (a small PNG can decode to hundreds of MB).",
+    )
     decode_threads: int = Field(2, ge=1, le=64, description="Decoder thread pool size.")
 
     # --- Models ------------------------------------------------------------------------------
@@ -152,6 +158,23 @@ class Settings(BaseSettings):
         le=256,
         description="Intra-op threads for CPU inference (default: torch's). On small CPU boxes 1 avoids "
         "oversubscription with the decode threads.",
+    )
+    engine_backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="How models run: auto = the measured best for the device (CPU: ONNX Runtime when "
+        "installed, else torch; CUDA: torch). See docs/PERFORMANCE.md.",
+    )
+    engine_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Network precision (maps are always float32): auto = fp32 on CPU, bf16 autocast on CUDA.",
+    )
+    engine_channels_last: bool | None = Field(
+        None, description="Channels-last memory layout for the torch backend (default: on)."
+    )
+    engine_compile: bool = Field(
+        False,
+        description="torch.compile the model (torch backend; one graph per batch size, compiled during "
+        "the warm-up batches; minutes on a small CPU).",
     )
     checkpoint: Path | None = Field(
         None, description="Starting checkpoint directory when the control topic names none."

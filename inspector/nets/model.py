@@ -52,8 +52,11 @@ class DiscrepancyModel(nn.Module):
     def maps_and_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (B,3,S,S) → smoothed maps (B,S,S) and image scores (B,)."""
         teacher_feats, students = self.features(images)
-        maps = self.mapper(teacher_feats, students, tuple(images.shape[-2:]))
-        return maps, image_scores(maps, self.config.score_mode, self.config.topk_fraction)
+        # Maps are compared with a float32 threshold: under a bf16 autocast only the networks run
+        # in bf16; the cosine, upsampling and 33-tap blur stay float32 (``raw`` upcasts).
+        with torch.autocast(images.device.type, enabled=False):
+            maps = self.mapper(teacher_feats, students, tuple(images.shape[-2:]))
+            return maps, image_scores(maps, self.config.score_mode, self.config.topk_fraction)
 
     def student_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().contiguous() for k, v in self.student.state_dict().items()}

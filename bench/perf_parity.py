@@ -1,0 +1,86 @@
+"""Accuracy of the fast paths on a labelled set: image/pixel AUROC and maps against plain fp32.
+
+Runs the whole test set through the Engine once per configuration (the fp32 reference = the
+engine as it was before the fast paths: torch, fp32, NCHW, nothing folded), with
+``trainer.evaluate.run_test_set`` and ``trainer.metrics``; reports each configuration's AUROCs,
+their differences from the reference, and the largest absolute map difference over all pixels.
+
+    python bench/perf_parity.py --checkpoint runs/magnetic_tile/rd/checkpoint --out runs/perf/parity.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from inspector.engine import load_engine  # noqa: E402
+from inspector.fastpath import FastPath, bf16_supported, onnx_available  # noqa: E402
+from trainer.evaluate import run_test_set  # noqa: E402
+from trainer.metrics import image_auroc, pixel_auroc  # noqa: E402
+
+TOLERANCE = 0.002  # allowed AUROC difference from fp32 (issue 6)
+
+
+def configs() -> dict[str, FastPath]:
+    out = {"fp32 reference": FastPath("torch", "fp32", channels_last=False, fuse=False),
+           "torch-fp32-cl-fused": FastPath("torch", "fp32", channels_last=True, fuse=True)}
+    if onnx_available():
+        out["onnx-fp32"] = FastPath("onnx", "fp32", channels_last=False, fuse=False)
+    import torch
+
+    if bf16_supported(torch.device("cpu")):
+        out["torch-bf16-cl-fused"] = FastPath("torch", "bf16", channels_last=True, fuse=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared/datasets/magnetic_tile")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--configs", nargs="+", default=None)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    chosen = configs()
+    if args.configs:
+        chosen = {"fp32 reference": chosen["fp32 reference"], **{k: chosen[k] for k in args.configs}}
+    results, ref_maps = {}, None
+    for name, fast in chosen.items():
+        engine = load_engine(args.checkpoint, "cpu", fast=fast)
+        t0 = time.perf_counter()
+        scores, maps, masks, labels, *_ = run_test_set(engine, args.data, args.batch)
+        seconds = time.perf_counter() - t0
+        row = {"fast_path": fast.describe(), "image_auroc": image_auroc(scores, labels),
+               "pixel_auroc": pixel_auroc(maps, masks), "images": len(scores), "seconds": round(seconds, 1)}
+        if ref_maps is None:
+            ref_maps, ref = maps, row
+        else:
+            row["image_auroc_delta"] = row["image_auroc"] - ref["image_auroc"]
+            row["pixel_auroc_delta"] = row["pixel_auroc"] - ref["pixel_auroc"]
+            row["max_abs_map_diff"] = float(np.abs(maps - ref_maps).max())
+            row["within_tolerance"] = bool(abs(row["image_auroc_delta"]) <= TOLERANCE
+                                           and abs(row["pixel_auroc_delta"]) <= TOLERANCE)
+        results[name] = row
+        print(f"{name:22} image AUROC {row['image_auroc']:.4f}  pixel AUROC {row['pixel_auroc']:.4f}  "
+              + (f"Δ {row['image_auroc_delta']:+.4f} / {row['pixel_auroc_delta']:+.4f}  max|Δmap| {row['max_abs_map_diff']:.2g}"
+                 if "max_abs_map_diff" in row else "(reference)") + f"  [{seconds:.0f} s]", file=sys.stderr, flush=True)
+    out = {"checkpoint": str(args.checkpoint), "data": str(args.data), "map_max_fp32": float(ref_maps.max()),
+           "tolerance": TOLERANCE, "results": results}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

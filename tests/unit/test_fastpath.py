@@ -1,0 +1,147 @@
+"""The fast paths (folded batch norms, channels-last, bf16, ONNX Runtime) give the fp32 maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inspector.checkpoint import CheckpointError
+from inspector.engine import load_engine
+from inspector.fastpath import FastPath, bf16_supported, choose, onnx_available
+from inspector.nets.fuse import fold_batchnorm, static_same_padding
+from inspector.nets.model import DiscrepancyModel, ModelConfig, build_student
+from inspector.nets.teachers import build_teacher
+from trainer.synthetic import make_image
+
+REFERENCE = FastPath(backend="torch", precision="fp32", channels_last=False, fuse=False)
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx/onnxscript not installed")
+
+
+def _images() -> list[np.ndarray]:
+    kinds = [None, "spot", "scratch", None, "spot"]
+    imgs = [make_image(k, size=128, seed=0, index=700 + i)[0] for i, k in enumerate(kinds)]
+    imgs[3] = np.ascontiguousarray(imgs[3][:100, :90])  # a non-square one, resized on the way in
+    return imgs
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint):
+    maps, scores = load_engine(tiny_checkpoint, "cpu", fast=REFERENCE).maps(_images())
+    return maps.numpy(), scores.numpy()
+
+
+@pytest.fixture(scope="module")
+def dskd_model():
+    torch.manual_seed(0)
+    teacher = build_teacher("efficientnet_lite0")
+    config = ModelConfig(method="dskd", variant="dual")
+    model = DiscrepancyModel(teacher, build_student(config, teacher), config).eval()
+    for m in model.modules():  # non-trivial batch-norm statistics, so folding has work to do
+        if isinstance(m, torch.nn.BatchNorm2d) and not any(p is m for p in teacher.modules()):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+def test_exact_rewrites_keep_the_outputs(dskd_model):
+    import copy
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2
+    with torch.inference_mode():
+        ref_maps, ref_scores = dskd_model.maps_and_scores(x)
+    fused = copy.deepcopy(dskd_model)
+    assert static_same_padding(fused) > 0
+    assert fold_batchnorm(fused) > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())  # every BN had a conv before it
+    assert not any(type(m).__name__ == "Conv2dDynamicSamePadding" and tuple(m.stride) == (1, 1)
+                   for m in fused.modules())
+    with torch.inference_mode():
+        maps, scores = fused.maps_and_scores(x)
+    torch.testing.assert_close(maps, ref_maps, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scores, ref_scores, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fast", [
+    FastPath(backend="torch", precision="fp32", channels_last=False, fuse=True),
+    FastPath(backend="torch", precision="fp32", channels_last=True, fuse=True),
+])
+def test_fp32_torch_paths_match_the_reference(tiny_checkpoint, reference, fast):
+    maps, scores = load_engine(tiny_checkpoint, "cpu", fast=fast).maps(_images())
+    np.testing.assert_allclose(maps.numpy(), reference[0], atol=1e-4)
+    np.testing.assert_allclose(scores.numpy(), reference[1], atol=1e-4)
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
+def test_bf16_maps_stay_close_and_float32(tiny_checkpoint, reference):
+    engine = load_engine(tiny_checkpoint, "cpu", precision="bf16", backend="torch")
+    assert engine.fast.precision == "bf16"
+    maps, scores = engine.maps(_images())
+    assert maps.dtype == torch.float32 and scores.dtype == torch.float32
+    ref_maps, ref_scores = reference
+    assert np.abs(maps.numpy() - ref_maps).max() <= 0.05 * ref_maps.max()
+    assert not np.array_equal(maps.numpy(), ref_maps)  # it really ran in bf16
+    assert np.argsort(scores.numpy()).tolist() == np.argsort(ref_scores).tolist()
+
+
+@needs_onnx
+def test_onnx_backend_matches_torch(tiny_checkpoint, reference):
+    engine = load_engine(tiny_checkpoint, "cpu", backend="onnx")
+    assert engine.fast.backend == "onnx"
+    maps, scores = engine.maps(_images())
+    np.testing.assert_allclose(maps.numpy(), reference[0], atol=1e-4)
+    np.testing.assert_allclose(scores.numpy(), reference[1], atol=1e-4)
+    (single,) = engine.infer(_images()[:1])  # batch size other than the export's example
+    assert single.score == pytest.approx(float(reference[1][0]), abs=1e-4)
+
+
+@needs_onnx
+def test_onnx_refuses_a_bad_export(tiny_checkpoint):
+    from inspector.onnx_backend import OnnxBackendError, export_onnx, onnx_runner
+
+    engine = load_engine(tiny_checkpoint, "cpu", fast=REFERENCE)
+    size = engine.image_size
+    with pytest.raises(OnnxBackendError, match="refused"):
+        onnx_runner(engine.model, size, model_bytes=b"not an onnx graph")
+    good = export_onnx(engine.model, size)
+    with torch.no_grad():  # the graph no longer matches the model it claims to be
+        next(engine.model.student.parameters()).add_(0.5)
+    with pytest.raises(OnnxBackendError, match="disagrees"):
+        onnx_runner(engine.model, size, model_bytes=good)
+
+
+@needs_onnx
+def test_auto_falls_back_to_torch_but_explicit_onnx_fails(tiny_checkpoint, monkeypatch):
+    import inspector.onnx_backend as ob
+
+    def broken(*_a, **_k):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(ob, "export_onnx", broken)
+    engine = load_engine(tiny_checkpoint, "cpu")
+    assert engine.fast.backend == "torch" and engine.infer(_images()[:1])[0].heatmap.dtype == np.float32
+    with pytest.raises(CheckpointError, match="onnx export failed"):
+        load_engine(tiny_checkpoint, "cpu", backend="onnx")
+
+
+def test_choose_resolves_auto_and_refuses_the_impossible():
+    cpu = torch.device("cpu")
+    auto = choose(cpu)
+    assert auto.backend == ("onnx" if onnx_available() else "torch") and auto.precision == "fp32"
+    assert choose(cpu, backend="torch").channels_last and choose(cpu, backend="torch").fuse
+    assert choose(cpu, backend="torch", channels_last=False).channels_last is False
+    with pytest.raises(ValueError):
+        choose(cpu, backend="onnx", precision="bf16")
+    with pytest.raises(ValueError):
+        choose(torch.device("cuda"), backend="onnx")
+    with pytest.raises(ValueError):
+        choose(cpu, backend="tensorrt")
+
+
+def test_compiled_batches_are_padded_to_power_of_two_buckets():
+    from inspector.fastpath import bucket, buckets
+
+    assert [bucket(n) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
+    assert buckets(8) == [1, 2, 4, 8] and buckets(12) == [1, 2, 4, 8, 16]

@@ -29,8 +29,38 @@ FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 20
 
 
+#: Why a checkpoint was refused: the ``reason`` label of ``inspector_model_refused_total``.
+REFUSAL_REASONS = frozenset({
+    "manifest_missing", "manifest_invalid", "manifest_hash", "weights_missing", "weights_hash",
+    "weights_unreadable", "weights_mismatch", "teacher", "name_mismatch", "smoke_failed", "location",
+    "invalid_update", "key_mismatch", "invalid",
+})
+
+
 class CheckpointError(RuntimeError):
-    """A checkpoint was refused; the message says why."""
+    """A checkpoint was refused; the message says why and ``reason`` (see REFUSAL_REASONS) says
+    it for machines."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """The metric label for a refused checkpoint or update.
+
+    Errors raised here carry their reason; the model builder's (``engine.load_engine``) are told
+    apart by what they are about."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason in REFUSAL_REASONS:
+        return reason
+    text = str(exc)
+    if isinstance(exc, CheckpointError):
+        if "teacher" in text:
+            return "teacher"
+        if "do not fit" in text:
+            return "weights_mismatch"
+    return "invalid"
 
 
 class Manifest(BaseModel):
@@ -102,20 +132,22 @@ def save_checkpoint(out_dir: str | Path, student_state: dict[str, torch.Tensor],
 def read_manifest(ckpt_dir: str | Path, expected_sha256: str | None = None) -> Manifest:
     path = Path(ckpt_dir) / MANIFEST_FILE
     if not path.is_file():
-        raise CheckpointError(f"{ckpt_dir}: no {MANIFEST_FILE}")
+        raise CheckpointError(f"{ckpt_dir}: no {MANIFEST_FILE}", "manifest_missing")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise CheckpointError(f"{path}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        raise CheckpointError(f"{path}: manifest larger than {MAX_MANIFEST_BYTES} bytes", "manifest_invalid")
     raw = path.read_bytes()
     if expected_sha256 is not None:
         import hashlib
 
         got = hashlib.sha256(raw).hexdigest()
         if got != expected_sha256:
-            raise CheckpointError(f"{path}: manifest sha256 {got} does not match the expected {expected_sha256}")
+            raise CheckpointError(
+                f"{path}: manifest sha256 {got} does not match the expected {expected_sha256}", "manifest_hash"
+            )
     try:
         return Manifest.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
-        raise CheckpointError(f"{path}: invalid manifest: {exc}") from exc
+        raise CheckpointError(f"{path}: invalid manifest: {exc}", "manifest_invalid") from exc
 
 
 def read_weights(ckpt_dir: str | Path, manifest: Manifest) -> dict[str, torch.Tensor]:
@@ -125,17 +157,18 @@ def read_weights(ckpt_dir: str | Path, manifest: Manifest) -> dict[str, torch.Te
 
     path = Path(ckpt_dir) / WEIGHTS_FILE
     if not path.is_file():
-        raise CheckpointError(f"{ckpt_dir}: no {WEIGHTS_FILE}")
+        raise CheckpointError(f"{ckpt_dir}: no {WEIGHTS_FILE}", "weights_missing")
     digest = sha256_file(path)
     if not manifest.weights_sha256 or digest != manifest.weights_sha256:
         raise CheckpointError(
             f"{path}: sha256 {digest} does not match the manifest's {manifest.weights_sha256 or '(none)'}; "
-            "the file is truncated, modified or not the one the manifest describes"
+            "the file is truncated, modified or not the one the manifest describes",
+            "weights_hash",
         )
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file: {exc}") from exc
+        raise CheckpointError(f"{path}: not a readable safetensors file: {exc}", "weights_unreadable") from exc
 
 
 def manifest_sha256(ckpt_dir: str | Path) -> str:

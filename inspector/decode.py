@@ -11,6 +11,7 @@ image decoded. A decompression bomb is therefore refused before any large alloca
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ __all__ = [
     "FORMATS",
     "DecodeError",
     "DecodeLimits",
+    "ImageInfo",
     "decode_image",
     "encode_png",
     "read_image",
@@ -64,6 +66,36 @@ class DecodeLimits:
 FILE_LIMITS = DecodeLimits(max_bytes=1024 * 1024 * 1024, max_pixels=150_000_000, min_side=1)
 
 
+# PIL modes decoded with two bytes per sample.
+_PIL_16BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+# PIL modes decoded as 3-channel (cv2 BGR); anything else unknown counts as 4 (the worst case).
+_PIL_RGB_MODES = frozenset({"RGB", "YCbCr", "LAB", "HSV"})
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says, before any pixel is decoded."""
+
+    fmt: str
+    width: int
+    height: int
+    mode: str
+    bits: int = 8  # largest bits per sample the header states (PIL's mode may say 8 for 16-bit RGB)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Upper estimate of the decoded array's size (channels from the PIL mode, depth from the
+        header's bits per sample or the mode)."""
+        if self.mode in _PIL_GRAY_MODES:
+            channels = 2 if self.mode in ("LA", "La") else 1
+        elif self.mode in _PIL_RGB_MODES:
+            channels = 3
+        else:  # RGBA, CMYK, P (palettes may carry transparency), ...
+            channels = 4
+        depth = 2 if self.bits > 8 or self.mode in _PIL_16BIT_MODES or self.mode.endswith("16") else 1
+        return self.width * self.height * channels * depth
+
+
 class DecodeError(ValueError):
     """An image could not be decoded; ``reason`` is one of :data:`REASONS`."""
 
@@ -92,12 +124,24 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _header_size(data: bytes, fmt: str) -> tuple[int, int, str]:
-    """(width, height, PIL mode) from the header only; PIL's ``open`` is lazy."""
+def _bits_per_sample(data: bytes, fmt: str, im: Image.Image) -> int:
+    if fmt == "png" and len(data) > 24:
+        return int(data[24])  # IHDR bit depth
+    if fmt == "tiff":
+        bps = getattr(im, "tag_v2", {}).get(258)
+        if isinstance(bps, (tuple, list)) and bps:
+            return max(int(b) for b in bps)
+        if isinstance(bps, int):
+            return bps
+    return 8
+
+
+def _header_size(data: bytes, fmt: str) -> tuple[int, int, str, int]:
+    """(width, height, PIL mode, bits per sample) from the header only; PIL's ``open`` is lazy."""
     try:
         with Image.open(io.BytesIO(data), formats=[_PIL_FORMAT[fmt]]) as im:
             width, height = im.size
-            return int(width), int(height), str(im.mode)
+            return int(width), int(height), str(im.mode), _bits_per_sample(data, fmt, im)
     except Image.DecompressionBombError as exc:
         # PIL's own (global, untouched here) limit fired: far beyond any sane frame.
         raise DecodeError("too_many_pixels", f"image header refused as a decompression bomb: {exc}") from exc
@@ -159,12 +203,17 @@ def _to_layout(img: np.ndarray, pil_mode: str) -> np.ndarray:
 
 
 def decode_image(
-    data: bytes, limits: DecodeLimits = DecodeLimits(), content_type: str | None = None
+    data: bytes,
+    limits: DecodeLimits = DecodeLimits(),
+    content_type: str | None = None,
+    on_header: Callable[[ImageInfo], None] | None = None,
 ) -> np.ndarray:
     """Decode untrusted bytes to ``H×W`` or ``H×W×3`` uint8/uint16 (RGB), or raise DecodeError.
 
     ``content_type`` is only a hint used in messages: the magic bytes decide the format.
     EXIF orientation is ignored on purpose (fixed cameras; pixels as the sensor wrote them).
+    ``on_header`` is called once the header passed the limits, before any pixel is decoded (the
+    worker reserves the decoded size from its memory budget there).
     """
     n = len(data)
     if n == 0:
@@ -179,13 +228,15 @@ def decode_image(
             "unsupported_type", f"{what}{hint}; allowed: {', '.join(sorted(limits.formats))}"
         )
 
-    width, height, mode = _header_size(data, fmt)
+    width, height, mode, bits = _header_size(data, fmt)
     if width * height > limits.max_pixels:
         raise DecodeError(
             "too_many_pixels", f"{fmt} is {width}x{height} = {width * height} px, limit {limits.max_pixels}"
         )
     if min(width, height) < limits.min_side:
         raise DecodeError("too_small", f"{fmt} is {width}x{height}, minimum side {limits.min_side}")
+    if on_header is not None:
+        on_header(ImageInfo(fmt, width, height, mode, bits))
 
     try:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)

@@ -79,6 +79,9 @@ class Metrics:
         self.lag = Gauge("inspector_lag", "Records behind the high watermark.", ["partition"], registry=r)
         self.inflight = Gauge("inspector_inflight_frames", "Frames polled and not yet acknowledged.", registry=r)
         self.paused = Gauge("inspector_paused", "1 while partitions are paused for back-pressure.", registry=r)
+        self.decoded_bytes = Gauge(
+            "inspector_decoded_bytes", "Decoded-image bytes held (bounded by max_decoded_bytes).", registry=r
+        )
         self.commits = Counter("inspector_commits_total", "Offset commits.", registry=r)
         self.heatmap_writes = Counter("inspector_heatmap_writes_total", "Heatmaps stored in Redis.", registry=r)
         self.heatmap_failures = Counter(
@@ -89,7 +92,10 @@ class Metrics:
         )
         self.model_loads = Counter("inspector_model_loads_total", "Model versions loaded.", ["model"], registry=r)
         self.model_refused = Counter(
-            "inspector_model_refused_total", "Model updates refused (bad checkpoint).", ["model"], registry=r
+            "inspector_model_refused_total",
+            "Model updates or starting checkpoints refused, by reason (checkpoint.REFUSAL_REASONS).",
+            ["model", "reason"],
+            registry=r,
         )
 
 

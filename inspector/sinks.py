@@ -1,5 +1,10 @@
 """Where results go: the verdicts topic, the dead-letter topic, and the Redis heatmap cache.
 
+The producer is a ``RenewingProducer``: kafka-python's idempotent producer enters a fatal state
+when it cannot get a producer id (a broker restarted without its state answers InitProducerId
+with an error) and then fails every later send; it is replaced by a new one, and the failed
+verdicts are sent again by the worker's retry path.
+
 Redis is a best-effort cache beside the verdict stream: writes run on their own thread behind a
 bounded queue with short socket timeouts, and after a failure they are skipped (and counted) for
 ``redis_retry_after_s``, so a dead or slow Redis never delays a verdict or an offset commit.
@@ -34,8 +39,7 @@ Callback = Callable[[], None]
 ErrBack = Callable[[BaseException], None]
 
 
-def make_producer(settings: Settings) -> KafkaProducer:
-    """The one producer of a worker: acks=all, idempotent, bounded blocking."""
+def _new_producer(settings: Settings) -> KafkaProducer:
     request_timeout = min(30_000, max(1_000, settings.kafka_delivery_timeout_ms - settings.kafka_linger_ms - 1))
     return KafkaProducer(
         **settings.kafka_common(),
@@ -50,8 +54,75 @@ def make_producer(settings: Settings) -> KafkaProducer:
     )
 
 
+class RenewingProducer:
+    """A KafkaProducer (``send``/``flush``/``close``) that is replaced once it can no longer send.
+
+    Replaced when kafka-python reports a fatal producer state, or when sends have failed without
+    a single success for ``stuck_after_s`` (a state this version does not report); at most once
+    per ``min_interval_s``. The old producer is closed in the background."""
+
+    def __init__(self, factory: Callable[[], KafkaProducer], stuck_after_s: float = 60.0,
+                 min_interval_s: float = 2.0) -> None:
+        self._factory = factory
+        self._stuck_after_s = stuck_after_s
+        self._min_interval_s = min_interval_s
+        self._lock = threading.Lock()
+        self._producer = factory()
+        self._born = self._last_ok = time.monotonic()
+        self._failing_since: float | None = None
+        self.renewals = 0
+        self._log = structlog.get_logger("inspector.sinks").bind(component="producer")
+
+    @staticmethod
+    def _fatal(producer: KafkaProducer) -> bool:
+        tm = getattr(producer, "_transaction_manager", None)  # kafka-python internals, checked softly
+        try:
+            return bool(tm is not None and tm.has_fatal_error())
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _current(self) -> KafkaProducer:
+        with self._lock:
+            now = time.monotonic()
+            stuck = self._failing_since is not None and now - self._failing_since > self._stuck_after_s
+            if (stuck or self._fatal(self._producer)) and now - self._born >= self._min_interval_s:
+                old = self._producer
+                why = "stuck" if stuck else f"fatal: {getattr(getattr(old, '_transaction_manager', None), 'last_error', '')}"
+                self._producer = self._factory()
+                self._born, self._failing_since = now, None
+                self.renewals += 1
+                self._log.warning("producer_renewed", why=str(why)[:300], renewals=self.renewals)
+                threading.Thread(target=lambda: old.close(timeout=5), name="producer-close", daemon=True).start()
+            return self._producer
+
+    def record(self, ok: bool) -> None:
+        """Outcome of one send (from its callback)."""
+        now = time.monotonic()
+        with self._lock:
+            if ok:
+                self._last_ok, self._failing_since = now, None
+            elif self._failing_since is None:
+                self._failing_since = now
+
+    def send(self, topic: str, **kwargs: Any) -> Any:
+        return self._current().send(topic, **kwargs)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._current().flush(timeout=timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        with self._lock:
+            self._producer.close(timeout=timeout)
+
+
+def make_producer(settings: Settings) -> RenewingProducer:
+    """The one producer of a worker: acks=all, idempotent, bounded blocking, renewed when stuck."""
+    return RenewingProducer(lambda: _new_producer(settings), stuck_after_s=max(
+        10.0, 2 * settings.kafka_delivery_timeout_ms / 1000.0))
+
+
 def _send(
-    producer: KafkaProducer,
+    producer: KafkaProducer | RenewingProducer,
     topic: str,
     key: bytes | None,
     value: bytes,
@@ -59,19 +130,31 @@ def _send(
     on_ok: Callback,
     on_err: ErrBack,
 ) -> None:
+    record = getattr(producer, "record", None)
+
+    def ok(_md: Any) -> None:
+        if record is not None:
+            record(True)
+        on_ok()
+
+    def err(exc: BaseException) -> None:
+        if record is not None:
+            record(False)
+        on_err(exc)
+
     try:
         fut = producer.send(topic, key=key, value=value, headers=headers or None)
     except Exception as exc:  # noqa: BLE001 - buffer full, too large, closed: the caller retries
-        on_err(exc)
+        err(exc)
         return
-    fut.add_callback(lambda _md: on_ok())
-    fut.add_errback(on_err)
+    fut.add_callback(ok)
+    fut.add_errback(err)
 
 
 class VerdictSink:
     """Sends verdicts (key: camera id) to the verdicts topic."""
 
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+    def __init__(self, producer: KafkaProducer | RenewingProducer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
 
@@ -82,7 +165,7 @@ class VerdictSink:
 class DeadLetterSink:
     """Copies a rejected frame's original bytes, key and headers to the dead-letter topic."""
 
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+    def __init__(self, producer: KafkaProducer | RenewingProducer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
 

@@ -10,7 +10,10 @@ Threads and who owns what:
 - producer I/O thread: acknowledgements mark offsets done; the consumer thread commits the
   highest offset below which everything is acknowledged.
 
-Memory is bounded: when frames or bytes in flight pass their limits, all partitions are paused.
+Memory is bounded: when frames or encoded bytes in flight pass their limits, all partitions are
+paused; decoded pixels are bounded by a byte budget (``max_decoded_bytes``) that a decode takes
+from (sized from the image header, before decoding) and that is given back once the image is
+dropped after inference.
 Bad input never raises out of here: it becomes a ``rejected`` verdict plus a dead-letter copy.
 """
 
@@ -31,7 +34,8 @@ from kafka import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from inspector.batching import MicroBatcher
-from inspector.decode import DecodeError, DecodeLimits, decode_image
+from inspector.budget import ByteBudget
+from inspector.decode import DecodeError, DecodeLimits, ImageInfo, decode_image
 from inspector.observability import Metrics
 from inspector.offsets import OffsetTracker, Ticket
 from inspector.rollout import ModelRegistry
@@ -61,8 +65,23 @@ class Frame:
     received_mono: float
     size: int
     image: np.ndarray | None = None
+    reserved: int = 0  # bytes of the decoded-image budget this frame holds
     reject: tuple[str, str] | None = None  # (reason, detail)
     finished: bool = field(default=False, repr=False)
+
+
+def admission(size: int, max_frame_bytes: int, headers: FrameHeaders, model: str | None,
+              served: Callable[[str], bool]) -> tuple[str, str] | None:
+    """The checks a record passes before it is decoded: ``(reason, detail)`` to reject it, or None."""
+    if size == 0:
+        return ("empty", "the record has no value")
+    if size > max_frame_bytes:
+        return ("too_large_bytes", f"{size} bytes > limit {max_frame_bytes}")
+    if headers.model_header_bad:
+        return ("bad_header", "; ".join(headers.problems)[:500])
+    if model is None or not served(model):
+        return ("unknown_model", f"no model {model!r} is served here")
+    return None
 
 
 class _Listener(AsyncConsumerRebalanceListener):
@@ -125,6 +144,7 @@ class Worker:
         )
         self.limits = DecodeLimits(max_bytes=settings.max_frame_bytes, max_pixels=settings.max_pixels)
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._decoded = ByteBudget(settings.max_decoded_bytes)
         self._decoding: deque[tuple[Frame, Future[None]]] = deque()
         self._pump_lock = threading.Lock()
         self._retry: deque[tuple[Frame, Verdict, Callable[[], None], float]] = deque()
@@ -266,14 +286,8 @@ class Worker:
             model=headers.model or self.registry.default_name(), received_ms=_now_ms(),
             received_mono=time.monotonic(), size=size,
         )
-        if size == 0:
-            frame.reject = ("empty", "the record has no value")
-        elif size > self.s.max_frame_bytes:
-            frame.reject = ("too_large_bytes", f"{size} bytes > limit {self.s.max_frame_bytes}")
-        elif headers.model_header_bad:
-            frame.reject = ("bad_header", "; ".join(headers.problems)[:500])
-        elif frame.model is None or self.registry.get(frame.model) is None:
-            frame.reject = ("unknown_model", f"no model {frame.model!r} is served here")
+        frame.reject = admission(size, self.s.max_frame_bytes, headers, frame.model,
+                                 lambda name: self.registry.get(name) is not None)
         if frame.reject is not None:
             fut: Future[None] = Future()
             fut.set_result(None)
@@ -285,16 +299,34 @@ class Worker:
 
     def _decode(self, frame: Frame) -> None:
         t0 = time.perf_counter()
+
+        def reserve(info: ImageInfo) -> None:  # header checked, nothing decoded yet
+            need = info.decoded_bytes
+            while not self._decoded.acquire(need, timeout=1.0):
+                if self._stop.is_set():  # shutting down: never hang a decoder thread
+                    self._decoded.force(need)
+                    break
+            with self._inflight_lock:
+                frame.reserved = need
+
         try:
-            frame.image = decode_image(frame.value or b"", self.limits, frame.headers.content_type)
+            frame.image = decode_image(frame.value or b"", self.limits, frame.headers.content_type, reserve)
         except DecodeError as exc:
             frame.reject = (exc.reason, str(exc)[:500])
         except Exception as exc:  # noqa: BLE001 - a decoder bug must not crash the worker
             frame.reject = ("undecodable", f"{type(exc).__name__}: {exc}"[:500])
         finally:
             self.metrics.decode.observe(time.perf_counter() - t0)
-        if frame.reject is None:
+        if frame.reject is None and frame.image is not None:
             frame.value = None  # only rejected frames need their bytes (dead-letter copy)
+            with self._inflight_lock:  # the header's estimate -> the array's real size
+                extra, frame.reserved = frame.image.nbytes - frame.reserved, frame.image.nbytes
+            if extra > 0:
+                self._decoded.force(extra)
+            elif extra < 0:
+                self._decoded.release(-extra)
+        else:
+            self._drop_image(frame)
 
     def _pump(self) -> None:
         """Move decoded frames, in poll order, into the batcher (or to the reject path)."""
@@ -322,6 +354,7 @@ class Worker:
         with self._inflight_lock:
             frames, nbytes = self._inflight_frames, self._inflight_bytes
         self.metrics.inflight.set(frames)
+        self.metrics.decoded_bytes.set(self._decoded.used)
         over = frames >= self.s.max_inflight_frames or nbytes >= self.s.max_inflight_bytes
         under = frames <= self.s.max_inflight_frames // 2 and nbytes <= self.s.max_inflight_bytes // 2
         if over and not self._paused:
@@ -477,7 +510,7 @@ class Worker:
         inferred_ms = _now_ms()
         heat: list[HeatmapItem] = []
         for f, insp in zip(frames, inspections, strict=True):
-            f.image = None
+            self._drop_image(f)
             key = heatmap_key(f.headers.frame_id) if self.heatmaps is not None else None
             verdict = Verdict(
                 frame_id=f.headers.frame_id,
@@ -591,5 +624,13 @@ class Worker:
             frame.finished = True
             self._inflight_frames -= 1
             self._inflight_bytes -= frame.size
-        frame.image = None
+        self._drop_image(frame)
         frame.value = None
+
+    def _drop_image(self, frame: Frame) -> None:
+        """Let go of the decoded image and give its bytes back to the budget (once)."""
+        frame.image = None
+        with self._inflight_lock:
+            held, frame.reserved = frame.reserved, 0
+        if held:
+            self._decoded.release(held)

@@ -10,7 +10,9 @@ If no backend can start (tansu or redis-server missing), the tests FAIL with ins
 
 Fixtures: ``kafka_bootstrap`` / ``redis_url`` (session), ``redis_server`` (function: a private
 Redis a test may ``stop()`` / ``start()`` on the same port), ``unique_topic`` (factory),
-``kafka_group_settings`` (consumer-group timings that keep tansu's JoinGroup fast).
+``kafka_group_settings`` (consumer-group timings that keep tansu's JoinGroup fast), and the worker
+harness's ``names`` (fresh topics + group), ``worker_env``, ``workers`` (factory of `inspector serve`
+subprocesses), ``producer`` and ``reader`` (see ``harness.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from inspector.localstack import (
     free_port,
     wait_for_redis,
 )
+from tests.integration.harness import Names, Reader, Worker, create_topics
 
 BACKEND_ENV = "INSPECTOR_TEST_SERVICES"
 EXTERNAL_KAFKA_ENV = "INSPECTOR_TEST_KAFKA_BOOTSTRAP_SERVERS"
@@ -267,3 +270,69 @@ def redis_server(services_backend: str) -> Iterator[Any]:
         yield server
     finally:
         server.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the worker harness (tests/integration/harness.py): topics, worker subprocesses, producer, reader
+
+
+@pytest.fixture()
+def names(kafka_bootstrap) -> Names:
+    n = Names()
+    create_topics(kafka_bootstrap, n)
+    return n
+
+
+@pytest.fixture()
+def worker_env(kafka_bootstrap, redis_url, tiny_checkpoint, names, tmp_path) -> dict[str, str]:
+    return {
+        "INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "INSPECTOR_REDIS_URL": redis_url,
+        "INSPECTOR_CHECKPOINT": str(tiny_checkpoint),
+        "INSPECTOR_FRAMES_TOPIC": names.frames,
+        "INSPECTOR_VERDICTS_TOPIC": names.verdicts,
+        "INSPECTOR_DLQ_TOPIC": names.dlq,
+        "INSPECTOR_MODELS_TOPIC": names.models,
+        "INSPECTOR_GROUP_ID": names.group,
+        "INSPECTOR_MODELS_DIR": str(tmp_path),
+    }
+
+
+@pytest.fixture()
+def workers(tmp_path, worker_env):
+    """Factory of worker subprocesses; all are stopped (logs shown on failure) at teardown."""
+    started: list[Worker] = []
+
+    def make(name: str = "w1", **env: str) -> Worker:
+        w = Worker(tmp_path, {**worker_env, **env}, name).start()
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait(5)
+
+
+@pytest.fixture()
+def producer(kafka_bootstrap):
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=0)
+    yield p
+    p.close(timeout=5)
+
+
+@pytest.fixture()
+def reader(kafka_bootstrap):
+    opened: list[Reader] = []
+
+    def make(topic: str) -> Reader:
+        r = Reader(kafka_bootstrap, topic)
+        opened.append(r)
+        return r
+
+    yield make
+    for r in opened:
+        r.close()

@@ -27,7 +27,7 @@ from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
 from inspector.checkpoint import read_manifest, read_weights  # noqa: E402
 from inspector.wire import ModelUpdate, Verdict  # noqa: E402
-from tests.integration.test_worker import Reader, Worker, send_frame  # noqa: E402
+from tests.integration.harness import Reader, Worker, send_frame  # noqa: E402
 from trainer.store import ModelStore  # noqa: E402
 from trainer.synthetic import make_frame  # noqa: E402
 

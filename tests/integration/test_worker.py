@@ -2,6 +2,7 @@
 
 Each test gets its own topics and consumer group, so tests share one broker without seeing each
 other. Frames are small (64 px JPEG) and the checkpoint is the tiny real one from conftest.
+The harness (worker subprocess, topics, producer, reader) lives in ``harness.py``.
 """
 
 from __future__ import annotations
@@ -10,292 +11,38 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
-import uuid
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 
 kafka = pytest.importorskip("kafka")
 redis = pytest.importorskip("redis")
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
 
 from inspector.localstack import free_port  # noqa: E402
 from inspector.rollout import publish_update, update_for_checkpoint  # noqa: E402
 from inspector.wire import DeadLetter, Verdict  # noqa: E402
+from tests.integration.harness import (  # noqa: E402
+    Names,
+    committed_offsets,
+    create_topics,
+    have_frames,
+    jpeg,
+    manifest_name,
+    manifest_version,
+    send_frame,
+    verdicts_of,
+)
 
 # backstop only: every wait inside a test has its own deadline; the first test also pays for
 # training the session-scoped tiny checkpoint
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
-
-REPO = Path(__file__).resolve().parents[2]
-PARTITIONS = 2
-SERVE_CMD = [sys.executable, "-m", "inspector.cli", "serve"]
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def jpeg(index: int, size: int = 64, defect: str | None = None) -> bytes:
-    from trainer.synthetic import make_frame
-
-    return make_frame(defect, size=size, seed=0, index=index, fmt="jpeg")
-
-
-class Names:
-    def __init__(self) -> None:
-        self.tag = tag = uuid.uuid4().hex[:8]
-        self.frames = f"frames-{tag}"
-        self.verdicts = f"verdicts-{tag}"
-        self.dlq = f"dlq-{tag}"
-        self.models = f"models-{tag}"
-        self.group = f"group-{tag}"
-
-
-def create_topics(bootstrap: str, names: Names) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics(
-            [
-                NewTopic(names.frames, PARTITIONS, 1),
-                NewTopic(names.verdicts, PARTITIONS, 1),
-                NewTopic(names.dlq, 1, 1),
-                NewTopic(names.models, 1, 1, topic_configs={"cleanup.policy": "compact"}),
-            ]
-        )
-    finally:
-        admin.close()
-
-
-class Worker:
-    """`python -m inspector.cli serve` with its settings in the environment."""
-
-    def __init__(self, tmp: Path, env: dict[str, str], name: str) -> None:
-        self.port = free_port()
-        self.name = name
-        self.log_path = tmp / f"{name}.log"
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "OMP_NUM_THREADS": "1",
-            "INSPECTOR_HTTP_PORT": str(self.port),
-            "INSPECTOR_WORKER_ID": name,
-            "INSPECTOR_DEVICE": "cpu",
-            "INSPECTOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "INSPECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
-            "INSPECTOR_ROLLOUT_CATCHUP_S": "3",
-            "INSPECTOR_COMMIT_INTERVAL_MS": "200",
-            "INSPECTOR_MAX_DELAY_MS": "20",
-            "INSPECTOR_MAX_BATCH": "8",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
-        self.proc = subprocess.Popen(  # noqa: S603
-            SERVE_CMD,
-            cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:  # noqa: S310
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, ""
-        except OSError:
-            return 0, ""
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, f"worker exited:\n{self.logs()[-3000:]}"
-            if self.get("/readyz")[0] == 200:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.logs()[-3000:]}")
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of a metric's samples whose labels include ``labels``."""
-        code, text = self.get("/metrics")
-        assert code == 200
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("#") or not line.startswith(name):
-                continue
-            head, value = line.rsplit(" ", 1)
-            metric, _, lab = head.partition("{")
-            if metric != name:
-                continue
-            if all(f'{k}="{v}"' in lab for k, v in labels.items()):
-                total += float(value)
-        return total
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._log.close()
-
-    def stop(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.logs()[-3000:]}") from None
-        self._log.close()
-        return self.proc.returncode
-
-
-@pytest.fixture()
-def names(kafka_bootstrap) -> Names:
-    n = Names()
-    create_topics(kafka_bootstrap, n)
-    return n
-
-
-@pytest.fixture()
-def worker_env(kafka_bootstrap, redis_url, tiny_checkpoint, names, tmp_path) -> dict[str, str]:
-    return {
-        "INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "INSPECTOR_REDIS_URL": redis_url,
-        "INSPECTOR_CHECKPOINT": str(tiny_checkpoint),
-        "INSPECTOR_FRAMES_TOPIC": names.frames,
-        "INSPECTOR_VERDICTS_TOPIC": names.verdicts,
-        "INSPECTOR_DLQ_TOPIC": names.dlq,
-        "INSPECTOR_MODELS_TOPIC": names.models,
-        "INSPECTOR_GROUP_ID": names.group,
-        "INSPECTOR_MODELS_DIR": str(tmp_path),
-    }
-
-
-@pytest.fixture()
-def workers(tmp_path, worker_env):
-    """Factory of worker subprocesses; all are stopped (logs shown on failure) at teardown."""
-    started: list[Worker] = []
-
-    def make(name: str = "w1", **env: str) -> Worker:
-        w = Worker(tmp_path, {**worker_env, **env}, name).start()
-        started.append(w)
-        return w
-
-    yield make
-    for w in started:
-        if w.proc is not None and w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait(5)
-
-
-@pytest.fixture()
-def producer(kafka_bootstrap):
-    p = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=0)
-    yield p
-    p.close(timeout=5)
-
-
-def send_frame(producer, topic: str, value: bytes, *, camera: str, frame_id: str | None = None,
-               model: str | None = None, line: str | None = "line-1", extra: list | None = None) -> None:
-    headers = [("camera-id", camera.encode()), ("captured-at", str(int(time.time() * 1000)).encode()),
-               ("content-type", b"image/jpeg")]
-    if frame_id is not None:
-        headers.append(("frame-id", frame_id.encode()))
-    if line is not None:
-        headers.append(("line-id", line.encode()))
-    if model is not None:
-        headers.append(("model", model.encode()))
-    headers += extra or []
-    producer.send(topic, key=camera.encode(), value=value, headers=headers).get(timeout=10)
-
-
-class Reader:
-    """Reads a topic from the beginning (no group), accumulating records across calls."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                      auto_offset_reset="earliest")
-        parts = None
-        deadline = time.monotonic() + 10
-        while not parts and time.monotonic() < deadline:
-            parts = self.consumer.partitions_for_topic(topic)
-            time.sleep(0.1)
-        assert parts, f"topic {topic} has no partitions"
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
-        self.records: list = []
-
-    def read(self, until, timeout: float, what: str = "records") -> list:
-        deadline = time.monotonic() + timeout
-        while True:
-            for recs in self.consumer.poll(timeout_ms=200).values():
-                self.records.extend(recs)
-            if until(self.records):
-                return self.records
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: have {len(self.records)}")
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-@pytest.fixture()
-def reader(kafka_bootstrap):
-    opened: list[Reader] = []
-
-    def make(topic: str) -> Reader:
-        r = Reader(kafka_bootstrap, topic)
-        opened.append(r)
-        return r
-
-    yield make
-    for r in opened:
-        r.close()
-
-
-def verdicts_of(records) -> list[Verdict]:
-    return [Verdict.from_bytes(r.value) for r in records]
-
-
-def have_frames(ids: set[str]):
-    return lambda recs: ids <= {Verdict.from_bytes(r.value).frame_id for r in recs}
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == topic and om.offset >= 0}
-
-
-def manifest_version(ckpt: Path) -> str:
-    return json.loads((ckpt / "manifest.json").read_text())["version"]
-
-
-def manifest_name(ckpt: Path) -> str:
-    return json.loads((ckpt / "manifest.json").read_text())["name"]
 
 
 # ---------------------------------------------------------------------------------------------

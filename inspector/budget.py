@@ -1,0 +1,74 @@
+"""A byte budget for decoded images: what bounds a worker's memory when frames compress well.
+
+The in-flight limits count *encoded* bytes; a 60 KB PNG can decode to 190 MB. Each decode takes
+its image's size from the budget (known from the header, before any pixel is decoded) and gives
+it back when the image is dropped (after inference, or when the frame is finished otherwise), so
+decoded pixels held by a worker stay below ``limit`` plus one image per decoder thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inspector.settings import Settings
+
+
+class ByteBudget:
+    """Counting semaphore over bytes. Thread-safe.
+
+    ``acquire(n)`` waits until ``n`` bytes fit; a request larger than the whole budget waits for
+    an empty budget and then takes it (so one oversized image cannot dead-lock the pipeline).
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @property
+    def used(self) -> int:
+        with self._cond:
+            return self._used
+
+    def acquire(self, n: int, timeout: float | None = None) -> bool:
+        """Take ``n`` bytes, waiting up to ``timeout`` s (None: forever). False: not taken."""
+        n = max(0, int(n))
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def fits() -> bool:
+            return self._used + n <= self.limit or self._used == 0
+
+        with self._cond:
+            while not fits():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+            self._used += n
+            return True
+
+    def force(self, n: int) -> None:
+        """Take ``n`` bytes without waiting (corrections after the fact; may overshoot)."""
+        with self._cond:
+            self._used += max(0, int(n))
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._used = max(0, self._used - max(0, int(n)))
+            self._cond.notify_all()
+
+
+def working_memory_bound(settings: Settings) -> int:
+    """Bytes a worker may hold above its idle footprint (model loaded, nothing in flight).
+
+    Encoded frames in flight (``max_inflight_bytes``) plus one consumer fetch
+    (``kafka_fetch_max_bytes``), decoded images waiting for inference (``max_decoded_bytes``),
+    and per decoder thread and for the inference thread one image's transients at the pixel
+    limit (16 bytes a pixel: the decoder's colour conversion, preprocessing's float copy)."""
+    transient = (settings.decode_threads + 1) * settings.max_pixels * 16
+    return settings.max_inflight_bytes + settings.kafka_fetch_max_bytes + settings.max_decoded_bytes + transient

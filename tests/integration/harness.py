@@ -1,0 +1,304 @@
+"""The reusable harness of the integration tests: `inspector serve` as a real subprocess, topics
+and consumer groups of its own per test, a producer of frames, a reader of verdicts.
+
+The fixtures built on it (``names``, ``worker_env``, ``workers``, ``producer``, ``reader``) are in
+``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from inspector.localstack import free_port
+from inspector.wire import Verdict
+
+REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 2
+SERVE_CMD = [sys.executable, "-m", "inspector.cli", "serve"]
+
+
+def jpeg(index: int, size: int = 64, defect: str | None = None) -> bytes:
+    from trainer.synthetic import make_frame
+
+    return make_frame(defect, size=size, seed=0, index=index, fmt="jpeg")
+
+
+class Names:
+    def __init__(self) -> None:
+        self.tag = tag = uuid.uuid4().hex[:8]
+        self.frames = f"frames-{tag}"
+        self.verdicts = f"verdicts-{tag}"
+        self.dlq = f"dlq-{tag}"
+        self.models = f"models-{tag}"
+        self.group = f"group-{tag}"
+
+
+def create_topics(bootstrap: str, names: Names) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics(
+            [
+                NewTopic(names.frames, PARTITIONS, 1),
+                NewTopic(names.verdicts, PARTITIONS, 1),
+                NewTopic(names.dlq, 1, 1),
+                NewTopic(names.models, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+            ]
+        )
+    finally:
+        admin.close()
+
+
+class Worker:
+    """`python -m inspector.cli serve` with its settings in the environment."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], name: str) -> None:
+        self.port = free_port()
+        self.name = name
+        self.log_path = tmp / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1",
+            "INSPECTOR_HTTP_PORT": str(self.port),
+            "INSPECTOR_WORKER_ID": name,
+            "INSPECTOR_DEVICE": "cpu",
+            "INSPECTOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "INSPECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+            "INSPECTOR_ROLLOUT_CATCHUP_S": "3",
+            "INSPECTOR_COMMIT_INTERVAL_MS": "200",
+            "INSPECTOR_MAX_DELAY_MS": "20",
+            "INSPECTOR_MAX_BATCH": "8",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
+        self.proc = subprocess.Popen(  # noqa: S603
+            SERVE_CMD,
+            cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:  # noqa: S310
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+        except OSError:
+            return 0, ""
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, f"worker exited:\n{self.logs()[-3000:]}"
+            if self.get("/readyz")[0] == 200:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.logs()[-3000:]}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include ``labels``."""
+        code, text = self.get("/metrics")
+        assert code == 200
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            head, value = line.rsplit(" ", 1)
+            metric, _, lab = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in lab for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.logs()[-3000:]}") from None
+        self._log.close()
+        return self.proc.returncode
+
+
+def send_frame(producer, topic: str, value: bytes, *, camera: str, frame_id: str | None = None,
+               model: str | None = None, line: str | None = "line-1", extra: list | None = None) -> None:
+    headers = [("camera-id", camera.encode()), ("captured-at", str(int(time.time() * 1000)).encode()),
+               ("content-type", b"image/jpeg")]
+    if frame_id is not None:
+        headers.append(("frame-id", frame_id.encode()))
+    if line is not None:
+        headers.append(("line-id", line.encode()))
+    if model is not None:
+        headers.append(("model", model.encode()))
+    headers += extra or []
+    producer.send(topic, key=camera.encode(), value=value, headers=headers).get(timeout=10)
+
+
+class Reader:
+    """Reads a topic from the beginning (no group), accumulating records across calls."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                      auto_offset_reset="earliest")
+        parts = None
+        deadline = time.monotonic() + 10
+        while not parts and time.monotonic() < deadline:
+            parts = self.consumer.partitions_for_topic(topic)
+            time.sleep(0.1)
+        assert parts, f"topic {topic} has no partitions"
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.records: list = []
+
+    def read(self, until, timeout: float, what: str = "records") -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            for recs in self.consumer.poll(timeout_ms=200).values():
+                self.records.extend(recs)
+            if until(self.records):
+                return self.records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: have {len(self.records)}")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def verdicts_of(records) -> list[Verdict]:
+    return [Verdict.from_bytes(r.value) for r in records]
+
+
+def have_frames(ids: set[str]):
+    return lambda recs: ids <= {Verdict.from_bytes(r.value).frame_id for r in recs}
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == topic and om.offset >= 0}
+
+
+def manifest_version(ckpt: Path) -> str:
+    return json.loads((ckpt / "manifest.json").read_text())["version"]
+
+
+def manifest_name(ckpt: Path) -> str:
+    return json.loads((ckpt / "manifest.json").read_text())["name"]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (``VmRSS`` in /proc/<pid>/status); 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tally(test: str, sent: list[str] | set[str], records: list) -> dict[str, int]:
+    """Frames sent / verdicts / duplicates / lost of one test, printed as one summary line
+    (visible with ``pytest -s`` and in the captured output of a failing test)."""
+    from collections import Counter
+
+    counts = Counter(Verdict.from_bytes(r.value).frame_id for r in records)
+    wanted = set(sent)
+    out = {
+        "sent": len(wanted),
+        "verdicts": sum(counts[f] for f in wanted),
+        "duplicates": sum(counts[f] - 1 for f in wanted if counts[f] > 1),
+        "lost": len(wanted - set(counts)),
+    }
+    print(f"RELIABILITY {test}: " + " ".join(f"{k}={v}" for k, v in out.items()), flush=True)
+    return out
+
+
+class Stream:
+    """Cameras publishing 64 px JPEG frames at a steady ``rate`` from a thread until ``stop()``;
+    ``sent`` lists the frame ids whose send the broker acknowledged. Eight cameras, because the
+    keys cam-0..cam-3 all hash to partition 1 of 2 (cam-4 and cam-7 go to partition 0)."""
+
+    def __init__(self, bootstrap: str, topic: str, prefix: str, rate: float = 10.0, cameras: int = 8) -> None:
+        import threading
+
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        self.topic, self.prefix, self.rate, self.cameras = topic, prefix, rate, cameras
+        self.sent: list[str] = []
+        self.errors = 0
+        self._frames = [jpeg(i) for i in range(8)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"stream-{prefix}")
+
+    def start(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        i = 0
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            fid = f"{self.prefix}-{i:05d}"
+            try:
+                send_frame(self.producer, self.topic, self._frames[i % len(self._frames)],
+                           camera=f"cam-{i % self.cameras}", frame_id=fid)
+                self.sent.append(fid)
+            except Exception:  # noqa: BLE001 - broker away (a broker-restart test): not sent, not counted
+                self.errors += 1
+            i += 1
+            self._stop.wait(max(0.0, t0 + i / self.rate - time.monotonic()))
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(30)
+        self.producer.close(timeout=5)
+        return list(self.sent)
+
+
+def worker_ids_by_frame(records: list) -> dict[str, list[str]]:
+    """frame id -> the worker ids that gave it a verdict (one entry per verdict)."""
+    out: dict[str, list[str]] = {}
+    for v in verdicts_of(records):
+        out.setdefault(v.frame_id, []).append(v.worker_id)
+    return out
+
+
+def verdicts_from(worker: str, at_least: int = 1) -> Callable[[list], bool]:
+    """``Reader.read`` condition: ``worker`` has published at least ``at_least`` verdicts."""
+    return lambda recs: sum(1 for v in verdicts_of(recs) if v.worker_id == worker) >= at_least

@@ -128,7 +128,7 @@ class WorkerSlot:
             "INSPECTOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
             "INSPECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
             "INSPECTOR_ROLLOUT_CATCHUP_S": "1",
-            "INSPECTOR_LOG_LEVEL": "WARNING",
+            "INSPECTOR_LOG_LEVEL": args.worker_log_level,
             "INSPECTOR_DEVICE": args.device,
         }
         if args.torch_threads:
@@ -455,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=None)
     p.add_argument("--sample-every", type=float, default=5.0, help="RSS sampling period (s)")
+    p.add_argument("--worker-log-level", default="WARNING", help="INSPECTOR_LOG_LEVEL of the workers")
     p.add_argument("--drain-timeout", type=float, default=300.0, help="wait this long for the backlog")
     p.add_argument("--train-image-size", type=int, default=64)
     p.add_argument("--train-epochs", type=int, default=8)

@@ -2,15 +2,17 @@
 
 1. Starts a local broker + Redis (``inspector.localstack``) unless --bootstrap/--redis-url are given,
    and uses --checkpoint (or trains a tiny RD model the way ``make demo`` does).
-2. Measures saturation throughput (all of --saturation-frames published at once).
+2. Measures saturation throughput: a burst estimate, then --saturation-seconds of frames offered
+   faster than that, with the publisher and reader running beside the workers as in the soak.
 3. Publishes JPEG frames at --rate-fraction of it for --duration seconds; every --kill-every seconds
    one worker is SIGKILLed and restarted at once (--workers 2: the other one takes over meanwhile).
 4. Waits for the backlog, then reports frames sent, verdicts, duplicates, lost (must be 0), latency
-   percentiles (captured-at → verdict read back) and the RSS of every worker sampled every
-   --sample-every seconds. Writes ``soak.json`` and ``soak.png`` (RSS and latency over time) to --out.
+   percentiles (captured-at → verdict read back), each restarted worker's start-up time (spawn →
+   /readyz), and the RSS of every worker and the backlog sampled every --sample-every seconds.
+   Writes ``soak.json`` and ``soak.png`` (RSS, latency and backlog over time) to --out.
 
     python bench/soak.py --out runs/soak-smoke --duration 120 --kill-every 40
-    python bench/soak.py --out runs/soak-1h --duration 3600 --kill-every 60 --workers 2
+    python bench/soak.py --out runs/soak-1h --duration 3600 --kill-every 180
     python bench/soak.py --out runs/mem-10min --rate-fraction 1.0 --kill-every 0 --duration 600  # memory check
 
 Exit status 0 when no frame was lost, 1 otherwise. Not part of CI.
@@ -42,28 +44,21 @@ sys.path.insert(0, str(REPO))
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
+from inspector.budget import rss_bytes  # noqa: E402
+
 
 def log(msg: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def make_frames(size: int, count: int) -> list[bytes]:
-    """Distinct JPEG frames of synthetic normal parts at ``size`` px."""
+    """Distinct JPEG frames of synthetic normal parts at ``size`` px, of the part the tiny model
+    is trained on (``make_dataset(seed=0)``; frames use their own random stream, never copies)."""
     from trainer.synthetic import make_frame
 
     out = []
     for i in range(count):
-        png = make_frame(None, size=size, seed=1, index=i, fmt="png")
+        png = make_frame(None, size=size, seed=0, index=i, fmt="png")  # the seed of the training set
         img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
         out.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
     return out
@@ -74,7 +69,7 @@ def train_tiny(out: Path, image_size: int, epochs: int, data_size: int) -> Path:
     from trainer.fit import FitConfig, fit
     from trainer.synthetic import make_dataset
 
-    data = make_dataset(out / "train-data", n_train=64, n_test_good=4, n_test_defect=4, size=data_size, seed=0)
+    data = make_dataset(out / "train-data", n_train=160, n_test_good=4, n_test_defect=4, size=data_size, seed=0)
     summary = fit(FitConfig(data=data, out=out / "checkpoint", method="rd", image_size=image_size,
                             epochs=epochs, val_fraction=0.2, progress=False, name="soak"))
     return Path(summary["checkpoint"])
@@ -130,11 +125,15 @@ class WorkerSlot:
             "INSPECTOR_ROLLOUT_CATCHUP_S": "1",
             "INSPECTOR_LOG_LEVEL": args.worker_log_level,
             "INSPECTOR_DEVICE": args.device,
+            "INSPECTOR_ONNX_CACHE_DIR": str(args.out / "onnx-cache"),
         }
         if args.torch_threads:
             self.env["INSPECTOR_TORCH_THREADS"] = str(args.torch_threads)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file = None
+        self.spawned_at = 0.0  # monotonic
+        self.ready_after: float | None = None  # seconds from spawn to /readyz 200 (None: not yet)
+        self._next_probe = 0.0
 
     @property
     def name(self) -> str:
@@ -142,6 +141,7 @@ class WorkerSlot:
 
     def start(self) -> WorkerSlot:
         self.incarnation += 1
+        self.spawned_at, self.ready_after, self._next_probe = time.monotonic(), None, 0.0
         self._log_file = open(self.logs / f"{self.name}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "inspector.cli", "serve"], cwd=REPO,
@@ -156,6 +156,18 @@ class WorkerSlot:
         except OSError:
             return False
 
+    def poll_ready(self) -> float | None:
+        """Start-up time (s) the first time /readyz answers 200 after a spawn, else None. Probes
+        at most twice a second, so the soak loop can call it every turn."""
+        now = time.monotonic()
+        if self.ready_after is not None or now < self._next_probe or self.pid is None:
+            return None
+        self._next_probe = now + 0.5
+        if not self.ready():
+            return None
+        self.ready_after = time.monotonic() - self.spawned_at
+        return self.ready_after
+
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while not self.ready():
@@ -164,6 +176,7 @@ class WorkerSlot:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker {self.name} not ready after {timeout} s")
             time.sleep(0.2)
+        self.ready_after = self.ready_after or time.monotonic() - self.spawned_at
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -285,33 +298,68 @@ def local_stack(bootstrap: str | None, redis_url: str | None, run_dir: Path):
         yield {"INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "INSPECTOR_REDIS_URL": redis_url}
 
 
-def saturation(args: argparse.Namespace, env: dict[str, str], frames: list[bytes]) -> float:
-    """Verdicts per second with every frame published at once (the same number of workers)."""
-    bootstrap = env["INSPECTOR_KAFKA_BOOTSTRAP_SERVERS"]
-    topics = Topics.create(bootstrap, args.partitions, "sat")
-    slots = [WorkerSlot(k, args, env, topics, args.out / "logs") for k in range(args.workers)]
-    for w in slots:
-        w.start()
-    for w in slots:
-        w.wait_ready()
-    reader = VerdictReader(bootstrap, topics.verdicts, args.partitions)
-    reader.start()
-    pub = Publisher(bootstrap, topics.frames, frames, "sat", 0, args.cameras, count=args.saturation_frames)
-    pub.start()
-    pub.join()
-    deadline = time.monotonic() + max(120.0, args.saturation_frames)
-    while reader.answered(pub.sent) < len(pub.sent) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    reader.stop.set()
-    reader.join(10)
-    for w in slots:
-        w.stop()
-    got = [reader.got.first[f] for f in pub.sent if f in reader.got.first]
-    if len(got) < len(pub.sent) // 2:
-        raise RuntimeError(f"saturation run: only {len(got)}/{len(pub.sent)} verdicts")
-    first_in = min(v["timings"]["received_at"] for v in got)
-    last_out = max(v["timings"]["published_at"] for v in got)
-    return len(got) / max(1e-3, (last_out - first_in) / 1000.0)
+class Group:
+    """One run's topics, its workers (started and ready) and a reader of its verdicts."""
+
+    def __init__(self, args: argparse.Namespace, env: dict[str, str], label: str) -> None:
+        self.args = args
+        self.bootstrap = env["INSPECTOR_KAFKA_BOOTSTRAP_SERVERS"]
+        self.topics = Topics.create(self.bootstrap, args.partitions, label)
+        self.slots = [WorkerSlot(k, args, env, self.topics, args.out / "logs") for k in range(args.workers)]
+        for w in self.slots:
+            w.start()
+        for w in self.slots:
+            w.wait_ready()
+        self.reader = VerdictReader(self.bootstrap, self.topics.verdicts, args.partitions)
+        self.reader.start()
+
+    def publish(self, frames: list[bytes], prefix: str, rate: float, **limits: float) -> Publisher:
+        pub = Publisher(self.bootstrap, self.topics.frames, frames, prefix, rate, self.args.cameras, **limits)
+        pub.start()
+        return pub
+
+    def wait_answered(self, ids: list[str], timeout: float, every: float = 0.2, tick=None) -> None:
+        deadline = time.monotonic() + timeout
+        while self.reader.answered(ids) < len(ids) and time.monotonic() < deadline:
+            if tick is not None:
+                tick(time.monotonic())
+            time.sleep(every)
+
+    def close(self) -> dict[str, int | None]:
+        codes = {w.name: w.stop() for w in self.slots}
+        self.reader.stop.set()
+        self.reader.join(10)
+        return codes
+
+
+def saturation(args: argparse.Namespace, env: dict[str, str], frames: list[bytes]) -> dict:
+    """Verdicts per second the workers sustain while frames come faster than they can answer.
+
+    A burst (every frame published at once) gives a first figure with the workers alone on the
+    cores; then frames are published at 1.3x that rate for --saturation-seconds, the publisher
+    and reader running beside the workers as they do during the soak, and the verdicts read in
+    the last two thirds of that window give the saturation the soak's load is a fraction of."""
+    g = Group(args, env, "sat")
+    try:
+        burst = g.publish(frames, "burst", 0, count=args.saturation_frames)
+        burst.join()
+        g.wait_answered(burst.sent, max(120.0, args.saturation_frames / 4))
+        got = [g.reader.got.first[f] for f in burst.sent if f in g.reader.got.first]
+        if len(got) < len(burst.sent) // 2:
+            raise RuntimeError(f"saturation run: only {len(got)}/{len(burst.sent)} verdicts")
+        span = (max(v["timings"]["published_at"] for v in got) - min(v["timings"]["received_at"] for v in got)) / 1000
+        burst_rate = len(got) / max(1e-3, span)
+        offered = 1.3 * burst_rate
+        t0 = time.time() * 1000
+        paced = g.publish(frames, "paced", offered, until=time.monotonic() + args.saturation_seconds)
+        paced.join()
+        lo, hi = t0 + args.saturation_seconds * 1000 / 3, t0 + args.saturation_seconds * 1000
+        with g.reader.got.lock:
+            n = sum(1 for f in paced.sent if lo <= g.reader.got.arrivals.get(f, -1) < hi)
+        return {"burst_per_s": round(burst_rate, 1), "offered_per_s": round(offered, 1),
+                "sustained_per_s": round(n / ((hi - lo) / 1000), 1)}
+    finally:
+        g.close()
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -328,15 +376,15 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
     by_slot: dict[int, list[tuple[float, float]]] = {}
     for s in result["rss_samples"]:
         by_slot.setdefault(s["slot"], []).append((s["t_s"], s["rss_mb"]))
     for slot, pts in sorted(by_slot.items()):
         ax1.plot([p[0] for p in pts], [p[1] for p in pts], ".-", ms=3, label=f"worker slot {slot}")
     for k in result["kills"]:
-        ax1.axvline(k["t_s"], color="red", alpha=0.3, lw=1)
-        ax2.axvline(k["t_s"], color="red", alpha=0.3, lw=1)
+        for ax in (ax1, ax2, ax3):
+            ax.axvline(k["t_s"], color="red", alpha=0.3, lw=1)
     ax1.set_ylabel("RSS (MB)")
     ax1.legend(loc="upper left")
     ax1.set_title(f"soak: {result['frames_sent']} frames at {result['rate_per_s']:.1f}/s, "
@@ -345,66 +393,61 @@ def plot(result: dict, path: Path) -> None:
     ax2.plot([p[0] for p in lat], [p[1] / 1000 for p in lat], ".", ms=2)
     ax2.set_yscale("log")
     ax2.set_ylabel("latency (s, captured → verdict read)")
-    ax2.set_xlabel("time since start of load (s)")
+    backlog = result["backlog_samples"]
+    ax3.plot([b[0] for b in backlog], [b[1] for b in backlog], "-")
+    ax3.set_ylabel("frames without a verdict yet")
+    ax3.set_xlabel("time since start of load (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def soak(args: argparse.Namespace, env: dict[str, str], frames: list[bytes], rate: float) -> dict:
-    bootstrap = env["INSPECTOR_KAFKA_BOOTSTRAP_SERVERS"]
-    topics = Topics.create(bootstrap, args.partitions, "soak")
-    slots = [WorkerSlot(k, args, env, topics, args.out / "logs") for k in range(args.workers)]
-    for w in slots:
-        w.start()
-    for w in slots:
-        w.wait_ready()
-    reader = VerdictReader(bootstrap, topics.verdicts, args.partitions)
-    reader.start()
+    g = Group(args, env, "soak")
+    startups = [{"worker": w.name, "t_s": 0.0, "ready_s": round(w.ready_after or 0, 2)} for w in g.slots]
     t0 = time.monotonic()
-    pub = Publisher(bootstrap, topics.frames, frames, "soak", rate, args.cameras, until=t0 + args.duration)
-    pub.start()
+    pub = g.publish(frames, "soak", rate, until=t0 + args.duration)
     samples: list[dict] = []
+    backlog: list[tuple[float, int]] = []
     kills: list[dict] = []
     next_sample = t0
     next_kill = t0 + args.kill_every if args.kill_every > 0 else float("inf")
     victim = 0
-    while pub.is_alive():
-        now = time.monotonic()
+
+    def tick(now: float) -> None:
+        nonlocal next_sample, next_kill, victim
+        for w in g.slots:
+            if (took := w.poll_ready()) is not None:
+                startups.append({"worker": w.name, "t_s": round(w.spawned_at - t0, 2), "ready_s": round(took, 2)})
+                log(f"{w.name} ready {took:.1f} s after its start")
         if now >= next_sample:
-            for w in slots:
+            for w in g.slots:
                 if w.pid:
                     samples.append({"t_s": round(now - t0, 2), "slot": w.slot, "worker": w.name, "pid": w.pid,
                                     "rss_mb": round(rss_bytes(w.pid) / 2**20, 1)})
+            with g.reader.got.lock:
+                backlog.append((round(now - t0, 2), len(pub.sent) - len(g.reader.got.arrivals)))
             next_sample += args.sample_every
-        if now >= next_kill:
-            w = slots[victim % len(slots)]
+        if now >= next_kill and pub.is_alive():
+            w = g.slots[victim % len(g.slots)]
             victim += 1
             old = w.name
             w.kill()
             w.start()
             kills.append({"t_s": round(now - t0, 2), "killed": old, "restarted_as": w.name})
-            log(f"t={now - t0:.0f}s SIGKILL {old}, restarted as {w.name}")
+            log(f"t={now - t0:.0f}s SIGKILL {old}, restarted as {w.name}; backlog {backlog[-1][1] if backlog else 0}")
             next_kill += args.kill_every
+
+    while pub.is_alive():
+        tick(time.monotonic())
         time.sleep(0.05)
     pub.join()
     log(f"published {len(pub.sent)} frames; waiting for the backlog")
-    deadline = time.monotonic() + args.drain_timeout
-    while reader.answered(pub.sent) < len(pub.sent) and time.monotonic() < deadline:
-        now = time.monotonic()
-        if now >= next_sample:
-            for w in slots:
-                if w.pid:
-                    samples.append({"t_s": round(now - t0, 2), "slot": w.slot, "worker": w.name, "pid": w.pid,
-                                    "rss_mb": round(rss_bytes(w.pid) / 2**20, 1)})
-            next_sample += args.sample_every
-        time.sleep(0.2)
+    g.wait_answered(pub.sent, args.drain_timeout, tick=tick)
     time.sleep(2.0)  # late duplicates of the last frames
-    exit_codes = {w.name: w.stop() for w in slots}
-    reader.stop.set()
-    reader.join(10)
+    exit_codes = g.close()
 
-    got = reader.got
+    got = g.reader.got
     sent = pub.sent
     answered = [f for f in sent if f in got.arrivals]
     latencies = [got.arrivals[f] - pub.sent_at[f] for f in answered]
@@ -416,6 +459,7 @@ def soak(args: argparse.Namespace, env: dict[str, str], frames: list[bytes], rat
         d["end_mb"] = s["rss_mb"]
         d["max_mb"] = max(d.get("max_mb", 0.0), s["rss_mb"])
         d["samples"] += 1
+    restarts = [x["ready_s"] for x in startups[len(g.slots):]]
     return {
         "frames_sent": len(sent),
         "publish_failures": pub.failed,
@@ -431,6 +475,10 @@ def soak(args: argparse.Namespace, env: dict[str, str], frames: list[bytes], rat
         "latency_series": [[round((pub.sent_at[f] - first_ms) / 1000, 2), round(got.arrivals[f] - pub.sent_at[f], 1)]
                            for f in answered],
         "kills": kills,
+        "startups": startups,
+        "restart_ready_s": percentiles(restarts) | {"n": len(restarts)},
+        "max_backlog": max((b[1] for b in backlog), default=0),
+        "backlog_samples": backlog,
         "rss_samples": samples,
         "rss_mb": per_slot,
         "worker_exit_codes": exit_codes,
@@ -442,11 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="folder for soak.json, soak.png and worker logs")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: train a tiny one into --out")
     p.add_argument("--duration", type=float, default=3600.0, help="seconds of load")
-    p.add_argument("--kill-every", type=float, default=60.0, help="SIGKILL a worker every N s (0: never)")
+    p.add_argument("--kill-every", type=float, default=180.0, help="SIGKILL a worker every N s (0: never)")
     p.add_argument("--workers", type=int, default=1, help="workers in the group (the killed one alternates)")
     p.add_argument("--rate-fraction", type=float, default=0.7, help="load as a fraction of saturation")
     p.add_argument("--rate", type=float, default=None, help="fixed frames/s (skips the saturation run)")
-    p.add_argument("--saturation-frames", type=int, default=400)
+    p.add_argument("--saturation-frames", type=int, default=400, help="frames of the burst estimate")
+    p.add_argument("--saturation-seconds", type=float, default=45.0,
+                   help="seconds of paced over-load that give the sustained saturation")
     p.add_argument("--size", type=int, default=256, help="frame side (px), JPEG")
     p.add_argument("--distinct-frames", type=int, default=32)
     p.add_argument("--partitions", type=int, default=2)
@@ -476,8 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.rate is None:
             log(f"saturation run: {args.saturation_frames} frames at once, {args.workers} worker(s)")
             sat = saturation(args, env, frames)
-            rate = args.rate_fraction * sat
-            log(f"saturation {sat:.1f} frames/s -> load {rate:.1f} frames/s for {args.duration:.0f} s")
+            rate = args.rate_fraction * sat["sustained_per_s"]
+            log(f"saturation {sat} frames/s -> load {rate:.1f} frames/s for {args.duration:.0f} s")
         else:
             rate = args.rate
         result = soak(args, env, frames, rate)
@@ -488,7 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(result, args.out / "soak.png")
     lat = result["latency_ms"]
     summary = {k: result[k] for k in ("frames_sent", "verdicts", "duplicates", "lost", "verdict_kinds",
-                                       "rate_per_s", "saturation_per_s", "rss_mb", "worker_exit_codes")}
+                                       "rate_per_s", "saturation_per_s", "max_backlog", "rss_mb",
+                                       "worker_exit_codes")}
+    summary["restart_ready_s"] = {k: None if v is None else round(v, 1) for k, v in result["restart_ready_s"].items()}
     summary["kills"] = len(result["kills"])
     summary["latency_ms"] = {k: None if v is None else round(v, 1) for k, v in lat.items()}
     print(json.dumps(summary))

@@ -4,12 +4,19 @@ The in-flight limits count *encoded* bytes; a 60 KB PNG can decode to 190 MB. Ea
 its image's size from the budget (known from the header, before any pixel is decoded) and gives
 it back when the image is dropped (after inference, or when the frame is finished otherwise), so
 decoded pixels held by a worker stay below ``limit`` plus one image per decoder thread.
+
+Frames leave the decoders in poll order, so a waiting decode can be the one every decoded frame
+behind it waits for; if those later frames hold the whole budget, nothing is ever released. The
+caller breaks that cycle with ``overdraw``: the frame at the head of the line may take its bytes
+even when they do not fit (the pipeline can always finish it), which costs at most one image more.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,6 +28,8 @@ class ByteBudget:
 
     ``acquire(n)`` waits until ``n`` bytes fit; a request larger than the whole budget waits for
     an empty budget and then takes it (so one oversized image cannot dead-lock the pipeline).
+    A waiter whose ``overdraw()`` turns true takes its bytes at once; ``wake()`` makes waiters
+    look again after something they depend on changed.
     """
 
     def __init__(self, limit: int) -> None:
@@ -35,13 +44,13 @@ class ByteBudget:
         with self._cond:
             return self._used
 
-    def acquire(self, n: int, timeout: float | None = None) -> bool:
+    def acquire(self, n: int, timeout: float | None = None, overdraw: Callable[[], bool] | None = None) -> bool:
         """Take ``n`` bytes, waiting up to ``timeout`` s (None: forever). False: not taken."""
         n = max(0, int(n))
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def fits() -> bool:
-            return self._used + n <= self.limit or self._used == 0
+            return self._used + n <= self.limit or self._used == 0 or (overdraw is not None and overdraw())
 
         with self._cond:
             while not fits():
@@ -56,6 +65,10 @@ class ByteBudget:
         """Take ``n`` bytes without waiting (corrections after the fact; may overshoot)."""
         with self._cond:
             self._used += max(0, int(n))
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def release(self, n: int) -> None:
         with self._cond:
@@ -72,3 +85,15 @@ def working_memory_bound(settings: Settings) -> int:
     limit (16 bytes a pixel: the decoder's colour conversion, preprocessing's float copy)."""
     transient = (settings.decode_threads + 1) * settings.max_pixels * 16
     return settings.max_inflight_bytes + settings.kafka_fetch_max_bytes + settings.max_decoded_bytes + transient
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (``VmRSS`` in /proc/<pid>/status; Linux); 0 once it is gone.
+    What the memory bound above is checked against by the tests and the soak."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -14,10 +14,11 @@ import numpy as np
 import structlog
 import torch
 
-from .checkpoint import CheckpointError, Manifest, read_manifest, read_weights
+from .checkpoint import CheckpointError, Manifest, manifest_sha256, read_manifest, read_weights
 from .fastpath import FastPath, build_runner, choose, fallback
 from .nets.model import DiscrepancyModel, ModelConfig, build_student
 from .nets.teachers import TeacherWeightsError, build_teacher
+from .onnx_cache import OnnxCache, cache_key
 from .preprocess import prepare_batch
 from .regions import Region, find_regions, reduced_masks
 
@@ -49,7 +50,7 @@ class Engine:
 
     def __init__(self, model: DiscrepancyModel, manifest: Manifest, device: torch.device,
                  mask_size: int = 64, min_region_area: int = 1, fast: FastPath | None = None,
-                 onnx_fallback: bool = True):
+                 onnx_fallback: bool = True, onnx_cache: tuple[OnnxCache, str] | None = None):
         """``fast`` says how the model runs (default: the measured best for ``device``). With
         ``onnx_fallback`` an ONNX backend that cannot be built or fails its check against torch
         degrades to the torch backend (logged); without it the error propagates."""
@@ -60,7 +61,7 @@ class Engine:
         self.min_region_area = min_region_area
         fast = fast or choose(device)
         try:
-            self._run, self.fast = build_runner(self.model, device, fast, manifest.image_size)
+            self._run, self.fast = build_runner(self.model, device, fast, manifest.image_size, onnx_cache)
         except RuntimeError as exc:
             if fast.backend != "onnx" or not onnx_fallback:
                 raise
@@ -109,13 +110,16 @@ class Engine:
 def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teacher_weights: str | Path | None = None,
                 expected_manifest_sha256: str | None = None, mask_size: int = 64, min_region_area: int = 1,
                 backend: str = "auto", precision: str = "auto", channels_last: bool | None = None,
-                compile: bool | None = None, fast: FastPath | None = None) -> Engine:
+                compile: bool | None = None, fast: FastPath | None = None,
+                onnx_cache_dir: str | Path | None = None) -> Engine:
     """Verify and load a checkpoint. Raises ``CheckpointError`` (never a half-built engine).
 
     ``backend`` (auto|torch|onnx), ``precision`` (auto|fp32|bf16), ``channels_last`` and
     ``compile`` choose how the model runs; ``auto``/``None`` take the measured best for the device
     (``inspector.fastpath.choose``); ``fast`` sets all of it at once (benchmarks, tests). An
-    explicitly requested onnx backend that fails is an error; an ``auto`` one falls back to torch."""
+    explicitly requested onnx backend that fails is an error; an ``auto`` one falls back to torch.
+    ``onnx_cache_dir`` keeps exported graphs between loads of the same checkpoint (None: export
+    at every load)."""
     manifest = read_manifest(checkpoint_dir, expected_manifest_sha256)
     state = read_weights(checkpoint_dir, manifest)
     try:
@@ -137,6 +141,10 @@ def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teache
     dev = pick_device(device)
     try:
         fast = fast or choose(dev, backend, precision, channels_last, compile)
-        return Engine(model, manifest, dev, mask_size, min_region_area, fast, onnx_fallback=backend == "auto")
+        cache = None
+        if onnx_cache_dir is not None and fast.backend == "onnx":
+            cache = (OnnxCache(Path(onnx_cache_dir)), cache_key(manifest_sha256(checkpoint_dir), manifest.image_size))
+        return Engine(model, manifest, dev, mask_size, min_region_area, fast, onnx_fallback=backend == "auto",
+                      onnx_cache=cache)
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint_dir}: cannot run as requested ({backend}, {precision}): {exc}") from exc

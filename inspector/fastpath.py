@@ -24,6 +24,7 @@ import torch
 
 from .nets.fuse import fold_batchnorm, static_same_padding
 from .nets.model import DiscrepancyModel
+from .onnx_cache import OnnxCache
 
 Backend = Literal["torch", "onnx"]
 Precision = Literal["fp32", "bf16"]
@@ -133,12 +134,15 @@ def torch_runner(model: DiscrepancyModel, device: torch.device, fast: FastPath) 
     return run
 
 
-def build_runner(model: DiscrepancyModel, device: torch.device, fast: FastPath, image_size: int) -> tuple[Runner, FastPath]:
-    """A runner for ``fast``; an ``auto``-chosen ONNX backend that fails its checks falls back to torch."""
+def build_runner(model: DiscrepancyModel, device: torch.device, fast: FastPath, image_size: int,
+                 onnx_cache: tuple[OnnxCache, str] | None = None) -> tuple[Runner, FastPath]:
+    """A runner for ``fast``. ``onnx_cache`` (cache, key): where an exported graph is kept between
+    loads of the same checkpoint (see ``inspector.onnx_cache``)."""
     if fast.backend == "onnx":
         from .onnx_backend import onnx_runner
 
-        return onnx_runner(model, image_size), fast
+        cache, key = onnx_cache or (None, None)
+        return onnx_runner(model, image_size, cache=cache, key=key), fast
     return torch_runner(model, device, fast), fast
 
 

@@ -155,6 +155,7 @@ class Rollout:
             precision=s.engine_precision,
             channels_last=s.engine_channels_last,
             compile=s.engine_compile,
+            onnx_cache_dir=s.onnx_cache_dir,
         )
         size = int(engine.image_size)
         probe = engine.infer([np.full((size, size, 3), 128, dtype=np.uint8)])

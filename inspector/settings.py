@@ -12,8 +12,12 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_onnx_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "inspector" / "onnx"
 
 
 def _default_worker_id() -> str:
@@ -176,6 +180,12 @@ class Settings(BaseSettings):
         description="torch.compile the model (torch backend; one graph per batch size, compiled during "
         "the warm-up batches; minutes on a small CPU).",
     )
+    onnx_cache_dir: Path | None = Field(
+        default_factory=_default_onnx_cache_dir,
+        description="Where exported ONNX graphs are kept between loads of the same checkpoint, so a "
+        "restarted worker skips the export (default: $XDG_CACHE_HOME/inspector/onnx, else "
+        "~/.cache/inspector/onnx). Every cached graph is checked against torch before use. Empty: no cache.",
+    )
     checkpoint: Path | None = Field(
         None, description="Starting checkpoint directory when the control topic names none."
     )
@@ -204,6 +214,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the JSON logs."
     )
+
+    @field_validator("onnx_cache_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -302,7 +302,7 @@ class Worker:
 
         def reserve(info: ImageInfo) -> None:  # header checked, nothing decoded yet
             need = info.decoded_bytes
-            while not self._decoded.acquire(need, timeout=1.0):
+            while not self._decoded.acquire(need, timeout=1.0, overdraw=lambda: self._at_head(frame)):
                 if self._stop.is_set():  # shutting down: never hang a decoder thread
                     self._decoded.force(need)
                     break
@@ -328,15 +328,28 @@ class Worker:
         else:
             self._drop_image(frame)
 
+    def _at_head(self, frame: Frame) -> bool:
+        """Whether every frame polled before ``frame`` has left the decoders: the pump waits for it
+        alone, so it may overdraw the decoded-bytes budget (see ``inspector.budget``). A lock-free
+        read; a stale answer only delays the decision until the next wake-up."""
+        try:
+            return self._decoding[0][0] is frame
+        except IndexError:
+            return False
+
     def _pump(self) -> None:
         """Move decoded frames, in poll order, into the batcher (or to the reject path)."""
+        moved = False
         with self._pump_lock:
             while self._decoding and self._decoding[0][1].done():
                 frame, _ = self._decoding.popleft()
+                moved = True
                 try:
                     self._route_decoded(frame)
                 except Exception as exc:  # noqa: BLE001 - keep pumping; the frame stays uncommitted
                     self.log.error("pump_failed", frame_id=frame.headers.frame_id, error=type(exc).__name__)
+        if moved:
+            self._decoded.wake()  # a new head of the line may be waiting for the budget
 
     def _route_decoded(self, frame: Frame) -> None:
         if frame.reject is not None:

@@ -24,6 +24,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -283,9 +284,16 @@ def names(kafka_bootstrap) -> Names:
     return n
 
 
+@pytest.fixture(scope="session")
+def onnx_cache_dir(tmp_path_factory) -> Path:
+    """One ONNX graph cache for every worker of the session (a restart reads it, as in production)."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
 @pytest.fixture()
-def worker_env(kafka_bootstrap, redis_url, tiny_checkpoint, names, tmp_path) -> dict[str, str]:
+def worker_env(kafka_bootstrap, redis_url, tiny_checkpoint, names, tmp_path, onnx_cache_dir) -> dict[str, str]:
     return {
+        "INSPECTOR_ONNX_CACHE_DIR": str(onnx_cache_dir),
         "INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "INSPECTOR_REDIS_URL": redis_url,
         "INSPECTOR_CHECKPOINT": str(tiny_checkpoint),

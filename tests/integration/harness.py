@@ -127,6 +127,14 @@ class Worker:
                 total += float(value)
         return total
 
+    def wait_metric(self, name: str, at_least: float, timeout: float = 30.0, **labels: str) -> float:
+        """Poll ``metric`` until it reaches ``at_least`` or ``timeout`` passes; returns the last value
+        (the caller asserts on it, so a timeout fails with the value seen)."""
+        deadline = time.monotonic() + timeout
+        while (value := self.metric(name, **labels)) < at_least and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return value
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -218,17 +226,6 @@ def manifest_version(ckpt: Path) -> str:
 
 def manifest_name(ckpt: Path) -> str:
     return json.loads((ckpt / "manifest.json").read_text())["name"]
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (``VmRSS`` in /proc/<pid>/status); 0 once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def tally(test: str, sent: list[str] | set[str], records: list) -> dict[str, int]:

@@ -375,10 +375,7 @@ def test_bad_checkpoints_are_refused_and_the_live_model_keeps_serving(workers, n
             if pinned is not None:
                 update = update.model_copy(update={"manifest_sha256": pinned})
             publish_update(ctrl, names.models, update)
-            deadline = time.monotonic() + 30
-            while w.metric("inspector_model_refused_total", model=model) < i and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert w.metric("inspector_model_refused_total", model=model) == i, case
+            assert w.wait_metric("inspector_model_refused_total", i, model=model) == i, case
             assert w.metric("inspector_model_refused_total", model=model, reason=EXPECTED_REASON[case]) >= 1, case
     finally:
         sent = stream.stop()

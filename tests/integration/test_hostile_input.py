@@ -14,11 +14,11 @@ from collections import Counter
 import pytest
 from kafka import KafkaProducer
 
-from inspector.budget import working_memory_bound
+from inspector.budget import rss_bytes, working_memory_bound
 from inspector.settings import Settings
 from inspector.wire import DeadLetter, Verdict
 from tests.data.fuzz.corpus import MAX_PIXELS, cases, memory_burst
-from tests.integration.harness import have_frames, jpeg, rss_bytes, send_frame, tally, verdicts_of
+from tests.integration.harness import have_frames, jpeg, send_frame, tally, verdicts_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -125,3 +125,32 @@ class _Rekeyed:
         v = Verdict.from_bytes(record.value)
         v.frame_id = f"{v.source.partition}:{v.source.offset}"
         self.value = v.to_bytes()
+
+
+def test_a_large_frame_behind_many_small_ones_does_not_stall_the_worker(workers, names, reader, producer):
+    """Head-of-line: decoders run ahead of inference, so small frames polled after a large one can
+    take the whole decoded-bytes budget while the large one waits for room, and the pump (poll
+    order) waits for the large one. The frame at the head of the line may overdraw the budget
+    (``inspector.budget``); without that this stream never gets its verdicts."""
+    import cv2
+    import numpy as np
+
+    w = workers("hol-1", INSPECTOR_MAX_DECODED_BYTES=str(16 * MB), INSPECTOR_DECODE_THREADS="2")
+    w.wait_ready()
+    vr = reader(names.verdicts)
+    small = [cv2.imencode(".jpg", np.full((400, 400, 3), 60 + i, np.uint8))[1].tobytes() for i in range(4)]
+    large = cv2.imencode(".jpg", np.full((2000, 2000, 3), 90, np.uint8))[1].tobytes()  # 12 MB decoded
+    ids = []
+    for round_ in range(3):
+        for i in range(40):
+            ids.append(f"hol-{round_}-s{i:02d}")
+            send_frame(producer, names.frames, small[i % 4], camera="cam-hol", frame_id=ids[-1])
+        ids.append(f"hol-{round_}-large")
+        send_frame(producer, names.frames, large, camera="cam-hol", frame_id=ids[-1])
+    producer.flush()
+    recs = vr.read(have_frames(set(ids)), 120, "a verdict for every frame of the stream")
+    t = tally("test_a_large_frame_behind_many_small_ones", ids, recs)
+    assert t["lost"] == 0 and t["duplicates"] == 0
+    assert {v.verdict for v in verdicts_of(recs)} <= {"ok", "defect"}
+    assert w.metric("inspector_decoded_bytes") == 0
+    assert w.stop() == 0

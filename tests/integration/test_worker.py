@@ -259,9 +259,7 @@ def test_redis_outage_does_not_stop_verdicts(workers, names, producer, reader, r
     for i, fid in enumerate(phase1):
         send_frame(producer, names.frames, jpeg(i), camera="cam-r", frame_id=fid)
     vr.read(have_frames(set(phase1)), 60, "phase 1")
-    deadline = time.monotonic() + 10
-    while w.metric("inspector_heatmap_writes_total") < 6 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    w.wait_metric("inspector_heatmap_writes_total", 6, timeout=10)
     assert rc.exists(f"inspector:heatmap:{phase1[-1]}")
     assert w.metric("inspector_heatmap_failures_total") == 0
 
@@ -270,10 +268,7 @@ def test_redis_outage_does_not_stop_verdicts(workers, names, producer, reader, r
     for i, fid in enumerate(phase2):
         send_frame(producer, names.frames, jpeg(i), camera="cam-r", frame_id=fid)
     vr.read(have_frames(set(phase2)), 60, "verdicts while Redis is down")
-    deadline = time.monotonic() + 10
-    while w.metric("inspector_heatmap_failures_total") < 10 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert w.metric("inspector_heatmap_failures_total") >= 10
+    assert w.wait_metric("inspector_heatmap_failures_total", 10, timeout=10) >= 10
     assert w.get("/readyz")[0] == 200  # a cache outage does not make the worker unready
 
     redis_server.start()
@@ -327,10 +322,7 @@ def test_model_rollout_refuses_bad_then_swaps_new_version(workers, names, produc
     ctrl = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     try:
         publish_update(ctrl, names.models, update_for_checkpoint(bad))
-        deadline = time.monotonic() + 30
-        while w.metric("inspector_model_refused_total", model=model) < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert w.metric("inspector_model_refused_total", model=model) == 1
+        assert w.wait_metric("inspector_model_refused_total", 1, model=model) == 1
         assert w.metric("inspector_model_info", model=model, version=v1) == 1
 
         ids = [f"m-{i:03d}" for i in range(40)]
@@ -339,13 +331,9 @@ def test_model_rollout_refuses_bad_then_swaps_new_version(workers, names, produc
             if i == 10:
                 publish_update(ctrl, names.models, update_for_checkpoint(good))
             time.sleep(0.1)
-        deadline = time.monotonic() + 30
-        while w.metric("inspector_model_info", model=model, version=v2) < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        w.wait_metric("inspector_model_info", 1, model=model, version=v2)
         publish_update(ctrl, names.models, update_for_checkpoint(other))
-        deadline = time.monotonic() + 30
-        while w.metric("inspector_model_info", model=other_name) < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        w.wait_metric("inspector_model_info", 1, model=other_name)
         tail_ids = [f"m-after-{i}" for i in range(5)]
         for i, fid in enumerate(tail_ids):
             send_frame(producer, names.frames, jpeg(i), camera="cam-0", frame_id=fid)

@@ -210,6 +210,23 @@ def test_budget_blocks_until_released_and_lets_one_oversized_item_through() -> N
     assert b.used == 0
 
 
+def test_budget_lets_the_head_of_the_line_overdraw_when_woken() -> None:
+    """The worker's head-of-line frame must not wait for bytes held by frames queued behind it."""
+    b = ByteBudget(100)
+    assert b.acquire(90)  # held by frames that wait for the head in the pump
+    head = threading.Event()
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(b.acquire(50, timeout=10, overdraw=head.is_set)))
+    t.start()
+    time.sleep(0.1)
+    assert not got  # not the head yet, does not fit: waits
+    head.set()
+    b.wake()  # what the pump does after it moved frames on
+    t.join(2)
+    assert got == [True] and b.used == 140  # over the limit by that one image
+    assert not b.acquire(1, timeout=0.05)  # everyone else still waits
+
+
 @settings(max_examples=50, deadline=None, database=None)
 @given(st.lists(st.integers(0, 300), min_size=1, max_size=30))
 def test_budget_never_holds_more_than_its_limit_plus_one_item(sizes: list[int]) -> None:

@@ -97,3 +97,24 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def pin_mmap_threshold(threshold: int | None) -> bool:
+    """Fix glibc's mmap threshold (``mallopt(M_MMAP_THRESHOLD)``), so that freed decoded images go
+    back to the system at once. By default glibc raises the threshold to the size of the largest
+    mapped block freed (up to 32 MB), after which 12 MB images come from its heaps and stay
+    resident after use: RSS then grows beyond what the decoded-bytes budget holds. False where
+    there is no glibc (or ``threshold`` is None)."""
+    if threshold is None:
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold = -3
+    return bool(mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(int(threshold))))

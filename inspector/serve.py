@@ -29,9 +29,13 @@ def build_and_run(settings: Settings) -> int:
     from inspector.sinks import DeadLetterSink, HeatmapCache, VerdictSink, make_producer
     from inspector.worker import Worker
 
+    from inspector.budget import pin_mmap_threshold
+
     configure_logging(settings.log_level)
     log = structlog.get_logger("inspector.serve")
     _configure_threads(settings)
+    if settings.malloc_mmap_threshold is not None and not pin_mmap_threshold(settings.malloc_mmap_threshold):
+        log.warning("malloc_mmap_threshold_not_set", hint="not glibc; freed images may stay resident")
     log.info("settings", **settings.safe_dump())
     metrics = Metrics()
     registry = ModelRegistry(metrics, settings.default_model)

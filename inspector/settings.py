@@ -153,6 +153,13 @@ class Settings(BaseSettings):
         "for room. Bounds memory when frames compress well (a small PNG can decode to hundreds of MB).",
     )
     decode_threads: int = Field(2, ge=1, le=64, description="Decoder thread pool size.")
+    malloc_mmap_threshold: int | None = Field(
+        1024 * 1024,
+        ge=0,
+        description="glibc: allocations of at least this many bytes (decoded images) get their own "
+        "mapping, returned to the system when freed; a fixed value stops glibc from raising the "
+        "threshold after the first large free and keeping freed images in its heaps. Empty: glibc's default.",
+    )
 
     # --- Models ------------------------------------------------------------------------------
     device: str | None = Field(None, description="Torch device (cpu, cuda, cuda:1); default: auto.")
@@ -215,7 +222,7 @@ class Settings(BaseSettings):
         "INFO", description="Log level of the JSON logs."
     )
 
-    @field_validator("onnx_cache_dir", mode="before")
+    @field_validator("onnx_cache_dir", "malloc_mmap_threshold", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v

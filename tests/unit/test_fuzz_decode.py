@@ -8,6 +8,7 @@ exception, and never allocate more than the limits allow.
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import time
 import tracemalloc
@@ -253,3 +254,11 @@ def test_budget_never_holds_more_than_its_limit_plus_one_item(sizes: list[int]) 
         t.join(10)
     assert b.used == 0
     assert peak <= max(256, max(sizes))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_mmap_threshold_can_be_pinned_and_none_leaves_it_alone() -> None:
+    from inspector.budget import pin_mmap_threshold
+
+    assert pin_mmap_threshold(1 << 20)
+    assert not pin_mmap_threshold(None)

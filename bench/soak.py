@@ -287,15 +287,29 @@ class Publisher(threading.Thread):
 
 @contextlib.contextmanager
 def local_stack(bootstrap: str | None, redis_url: str | None, run_dir: Path):
+    """Environment for the workers, and the pid of the local broker (None when --bootstrap names one)."""
     with contextlib.ExitStack() as stack:
+        broker_pid = None
         if bootstrap is None or redis_url is None:
             from inspector.localstack import LocalBroker, LocalRedis
 
             if bootstrap is None:
-                bootstrap = stack.enter_context(LocalBroker(run_dir=run_dir)).bootstrap
+                broker = stack.enter_context(LocalBroker(run_dir=run_dir))
+                bootstrap, broker_pid = broker.bootstrap, broker.pid
             if redis_url is None:
                 redis_url = stack.enter_context(LocalRedis(run_dir=run_dir)).url
-        yield {"INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "INSPECTOR_REDIS_URL": redis_url}
+        yield {"INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "INSPECTOR_REDIS_URL": redis_url}, broker_pid
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc); 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class Group:
@@ -376,14 +390,14 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
+    fig, (ax1, ax2, ax3, ax4) = plt.subplots(4, 1, figsize=(11, 11), sharex=True)
     by_slot: dict[int, list[tuple[float, float]]] = {}
     for s in result["rss_samples"]:
         by_slot.setdefault(s["slot"], []).append((s["t_s"], s["rss_mb"]))
     for slot, pts in sorted(by_slot.items()):
         ax1.plot([p[0] for p in pts], [p[1] for p in pts], ".-", ms=3, label=f"worker slot {slot}")
     for k in result["kills"]:
-        for ax in (ax1, ax2, ax3):
+        for ax in (ax1, ax2, ax3, ax4):
             ax.axvline(k["t_s"], color="red", alpha=0.3, lw=1)
     ax1.set_ylabel("RSS (MB)")
     ax1.legend(loc="upper left")
@@ -396,26 +410,32 @@ def plot(result: dict, path: Path) -> None:
     backlog = result["backlog_samples"]
     ax3.plot([b[0] for b in backlog], [b[1] for b in backlog], "-")
     ax3.set_ylabel("frames without a verdict yet")
-    ax3.set_xlabel("time since start of load (s)")
+    brk = result.get("broker_samples") or []
+    ax4.plot([b[0] for b in brk], [b[1] for b in brk], "-", color="tab:purple")
+    ax4.set_ylabel("broker CPU (% of a core)")
+    ax4.set_xlabel("time since start of load (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def soak(args: argparse.Namespace, env: dict[str, str], frames: list[bytes], rate: float) -> dict:
+def soak(args: argparse.Namespace, env: dict[str, str], frames: list[bytes], rate: float,
+         broker_pid: int | None = None) -> dict:
     g = Group(args, env, "soak")
     startups = [{"worker": w.name, "t_s": 0.0, "ready_s": round(w.ready_after or 0, 2)} for w in g.slots]
     t0 = time.monotonic()
     pub = g.publish(frames, "soak", rate, until=t0 + args.duration)
     samples: list[dict] = []
     backlog: list[tuple[float, int]] = []
+    broker: list[tuple[float, float, float]] = []  # t, CPU (% of one core) since the last sample, RSS MB
+    last_cpu = (t0, cpu_seconds(broker_pid))
     kills: list[dict] = []
     next_sample = t0
     next_kill = t0 + args.kill_every if args.kill_every > 0 else float("inf")
     victim = 0
 
     def tick(now: float) -> None:
-        nonlocal next_sample, next_kill, victim
+        nonlocal next_sample, next_kill, victim, last_cpu
         for w in g.slots:
             if (took := w.poll_ready()) is not None:
                 startups.append({"worker": w.name, "t_s": round(w.spawned_at - t0, 2), "ready_s": round(took, 2)})
@@ -427,6 +447,11 @@ def soak(args: argparse.Namespace, env: dict[str, str], frames: list[bytes], rat
                                     "rss_mb": round(rss_bytes(w.pid) / 2**20, 1)})
             with g.reader.got.lock:
                 backlog.append((round(now - t0, 2), len(pub.sent) - len(g.reader.got.arrivals)))
+            if broker_pid is not None:
+                cpu = cpu_seconds(broker_pid)
+                share = 100 * (cpu - last_cpu[1]) / max(1e-3, now - last_cpu[0])
+                broker.append((round(now - t0, 2), round(share, 1), round(rss_bytes(broker_pid) / 2**20, 1)))
+                last_cpu = (now, cpu)
             next_sample += args.sample_every
         if now >= next_kill and pub.is_alive():
             w = g.slots[victim % len(g.slots)]
@@ -478,6 +503,7 @@ def soak(args: argparse.Namespace, env: dict[str, str], frames: list[bytes], rat
         "startups": startups,
         "restart_ready_s": percentiles(restarts) | {"n": len(restarts)},
         "max_backlog": max((b[1] for b in backlog), default=0),
+        "broker_samples": broker,
         "backlog_samples": backlog,
         "rss_samples": samples,
         "rss_mb": per_slot,
@@ -499,8 +525,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds of paced over-load that give the sustained saturation")
     p.add_argument("--size", type=int, default=256, help="frame side (px), JPEG")
     p.add_argument("--distinct-frames", type=int, default=32)
-    p.add_argument("--partitions", type=int, default=2)
-    p.add_argument("--cameras", type=int, default=4)
+    p.add_argument("--partitions", type=int, default=32,
+                   help="frames topic partitions; the dev broker (tansu, memory storage) slows down as a "
+                   "partition grows, see bench/broker_depth.py")
+    p.add_argument("--cameras", type=int, default=32, help="camera ids (message keys) the frames spread over")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=None)
@@ -516,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with local_stack(args.bootstrap, args.redis_url, args.out / "services") as env:
+    with local_stack(args.bootstrap, args.redis_url, args.out / "services") as (env, broker_pid):
         if args.checkpoint is None:
             log(f"training a tiny checkpoint ({args.train_image_size} px, {args.train_epochs} epochs)")
             args.checkpoint = train_tiny(args.out, args.train_image_size, args.train_epochs, args.size)
@@ -530,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"saturation {sat} frames/s -> load {rate:.1f} frames/s for {args.duration:.0f} s")
         else:
             rate = args.rate
-        result = soak(args, env, frames, rate)
+        result = soak(args, env, frames, rate, broker_pid)
     result["saturation_per_s"] = sat
     result["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result["wall_s"] = round(time.monotonic() - started, 1)

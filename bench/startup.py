@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     loads = ["quiet"] + (["busy"] if args.busy else [])
     results: list[dict] = []
-    with local_stack(None, None, args.out / "services") as env:
+    with local_stack(None, None, args.out / "services") as (env, _broker_pid):
         if args.checkpoint is None:
             args.checkpoint = train_tiny(args.out, 64, 8, 256)
         args.checkpoint = args.checkpoint.resolve()

@@ -12,7 +12,13 @@
    Writes ``soak.json`` and ``soak.png`` (RSS, latency and backlog over time) to --out.
 
     python bench/soak.py --out runs/soak-smoke --duration 120 --kill-every 40
-    python bench/soak.py --out runs/soak-1h --duration 3600 --kill-every 180
+    python bench/soak.py --out runs/soak-1h --duration 3600 --kill-every 180 --size 128 --train-image-size 128
+
+On the local dev broker (tansu, memory storage) keep the bytes sent in the hour to about 1 GB:
+tansu keeps every record, and its CPU cost per produce and fetch grows with the bytes it holds
+(``bench/broker_tail_cost.py``), so 256 px frames at the 64 px model's rate (6.4 GB an hour) end
+with the broker taking the worker's cores; 128 px frames and a 128 px model (4.2 KB a frame, a
+quarter of the frames per second) hold. Against a real Kafka cluster (--bootstrap) any size goes.
     python bench/soak.py --out runs/mem-10min --rate-fraction 1.0 --kill-every 0 --duration 600  # memory check
 
 Exit status 0 when no frame was lost, 1 otherwise. Not part of CI.
@@ -527,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distinct-frames", type=int, default=32)
     p.add_argument("--partitions", type=int, default=32,
                    help="frames topic partitions; the dev broker (tansu, memory storage) slows down as a "
-                   "partition grows, see bench/broker_depth.py")
+                   "partition grows (bench/broker_depth.py) and as it holds more bytes (bench/broker_tail_cost.py)")
     p.add_argument("--cameras", type=int, default=32, help="camera ids (message keys) the frames spread over")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="cpu")

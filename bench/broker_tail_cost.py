@@ -33,10 +33,8 @@ from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 from inspector.budget import rss_bytes  # noqa: E402
 from inspector.localstack import LocalBroker  # noqa: E402
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soak import cpu_seconds  # noqa: E402
 
 
 def fill(producer: KafkaProducer, topic: str, partitions: int, value: bytes, count: int) -> None:

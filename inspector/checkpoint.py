@@ -63,6 +63,20 @@ def refusal_reason(exc: BaseException) -> str:
     return "invalid"
 
 
+class Signals(BaseModel):
+    """The training-free signals fused with the students' map (``inspector.nets.model``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_bank_size: int = Field(0, ge=0, description="rows of the patch memory bank (0: none)")
+    memory_levels: tuple[int, ...] = (2,)
+    memory_pool: int = Field(3, ge=1)
+    gaussian: bool = False
+    student_scale: float = Field(1.0, gt=0)
+    memory_scale: float = Field(1.0, gt=0)
+    gaussian_scale: float = Field(1.0, gt=0)
+
+
 class Manifest(BaseModel):
     """Everything needed to rebuild, verify and judge a trained model."""
 
@@ -86,6 +100,10 @@ class Manifest(BaseModel):
     loss: str = "map"
     threshold: float
     target_frr: float
+    signals: Signals | None = Field(None, description="fused training-free signals; None: the students' map alone")
+    region_threshold: float | None = Field(
+        None, description="map level that outlines regions and masks; None: the image threshold")
+    calibration: dict[str, Any] = Field(default_factory=dict, description="how the threshold was set")
     score_stats: dict[str, float | int] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_fingerprint: str = ""

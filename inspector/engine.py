@@ -41,8 +41,11 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def model_config(manifest: Manifest) -> ModelConfig:
+    signals = manifest.signals.model_dump() if manifest.signals is not None else {}
+    if "memory_levels" in signals:
+        signals["memory_levels"] = tuple(signals["memory_levels"])
     return ModelConfig(method=manifest.method, variant=manifest.variant or "dual", sigma=manifest.sigma,
-                       score_mode=manifest.score_mode, topk_fraction=manifest.topk_fraction)
+                       score_mode=manifest.score_mode, topk_fraction=manifest.topk_fraction, **signals)
 
 
 class Engine:
@@ -71,6 +74,12 @@ class Engine:
     name = property(lambda self: self.manifest.name)
     version = property(lambda self: self.manifest.version)
     threshold = property(lambda self: self.manifest.threshold)
+
+    @property
+    def region_threshold(self) -> float:
+        """The map level that outlines regions, masks and the heatmap's midpoint."""
+        m = self.manifest
+        return m.threshold if m.region_threshold is None else m.region_threshold
     image_size = property(lambda self: self.manifest.image_size)
 
     @torch.inference_mode()
@@ -94,15 +103,15 @@ class Engine:
         if not images:
             return []
         maps, scores = self.maps(images)
-        thr = self.threshold
-        masks = reduced_masks(maps, thr, self.mask_size)
+        thr, region_thr = self.threshold, self.region_threshold
+        masks = reduced_masks(maps, region_thr, self.mask_size)
         heatmaps = maps.cpu().numpy()
         scores_np = scores.cpu().numpy()
         out = []
         for i, image in enumerate(images):
             score = float(scores_np[i])
             defect = score >= thr
-            regions = find_regions(heatmaps[i], thr, image.shape[:2], self.min_region_area) if defect else []
+            regions = find_regions(heatmaps[i], region_thr, image.shape[:2], self.min_region_area) if defect else []
             out.append(Inspection(score=score, defect=defect, regions=regions, mask=masks[i], heatmap=heatmaps[i]))
         return out
 
@@ -133,11 +142,10 @@ def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teache
         )
     try:
         config = model_config(manifest)
-        student = build_student(config, teacher)
-        student.load_state_dict(state, strict=True)
+        model = DiscrepancyModel(teacher, build_student(config, teacher), config)
+        model.load_weights(state)
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint_dir}: weights do not fit a {manifest.method} model: {exc}") from exc
-    model = DiscrepancyModel(teacher, student, config)
     dev = pick_device(device)
     try:
         fast = fast or choose(dev, backend, precision, channels_last, compile)

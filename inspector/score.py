@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                     "regions": [asdict(r) for r in result.regions]}
             if args.heatmaps:
                 out = args.heatmaps / f"{path.stem}_heatmap.png"
-                out.write_bytes(heatmap_png(result.heatmap, engine.threshold))
+                out.write_bytes(heatmap_png(result.heatmap, engine.region_threshold))
                 line["heatmap"] = str(out)
             print(json.dumps(line), flush=True)
     return 1 if failures else 0

@@ -11,7 +11,8 @@ bounded queue with short socket timeouts, and after a failure they are skipped (
 
 Redis layout (documented in the README):
 - ``inspector:heatmap:<frame_id>``: 8-bit gray PNG of the anomaly map at model resolution,
-  pixel = round(clip(map / threshold, 0, 2) * 127.5) (so 128 ~ threshold), TTL ``heatmap_ttl_s``.
+  pixel = round(clip(map / threshold, 0, 2) * 127.5) (so 128 ~ the engine's region threshold), TTL
+  ``heatmap_ttl_s``.
 - ``inspector:camera:<camera_id>:latest``: list of that camera's latest frame ids, newest first,
   at most ``redis_max_frames_per_camera``; heatmaps pushed out of the list are deleted with it.
 """

@@ -552,7 +552,7 @@ class Worker:
             )
             self._send_verdict(f, verdict, lambda f=f, k=verdict.verdict: self._done(f, k))
             if key is not None:
-                heat.append(HeatmapItem(f.headers.frame_id, f.headers.camera_id, insp.heatmap, float(engine.threshold)))
+                heat.append(HeatmapItem(f.headers.frame_id, f.headers.camera_id, insp.heatmap, float(engine.region_threshold)))
         if self.heatmaps is not None:
             self.heatmaps.submit(heat)
 

@@ -17,7 +17,9 @@ def _fit(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, method=args.method, variant=args.variant, teacher=args.teacher,
         teacher_weights=args.teacher_weights, image_size=args.image_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, betas=(args.beta1, args.beta2), loss=args.loss, seed=args.seed,
-        val_fraction=args.val_fraction, target_frr=args.target_frr, score_mode=args.score_mode, device=args.device,
+        val_fraction=args.val_fraction, target_frr=args.target_frr, calibration=args.calibration,
+        score_mode=args.score_mode, topk_fraction=args.topk_fraction, memory_bank=args.memory_bank,
+        coreset_fraction=args.coreset_fraction, global_gaussian=args.global_gaussian, device=args.device,
         amp=not args.no_amp, cache_teacher=args.cache_teacher, name=args.name, resume=args.resume,
         init_from=args.init_from, progress=not args.no_progress, max_train_images=args.max_train_images,
     )
@@ -25,6 +27,14 @@ def _fit(args: argparse.Namespace) -> int:
     if "checkpoint" in summary:  # under torchrun only rank 0 writes and reports
         print(json.dumps(summary))
     return 0
+
+
+def _fit_default(name: str):
+    from dataclasses import fields
+
+    from .fit import FitConfig
+
+    return next(f.default for f in fields(FitConfig) if f.name == name)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -57,7 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--val-fraction", type=float, default=0.1)
     f.add_argument("--target-frr", type=float, default=0.005, help="false-reject rate the threshold is set for")
-    f.add_argument("--score-mode", choices=["max", "topk"], default="max")
+    f.add_argument("--calibration", choices=["auto", "empirical", "gumbel"], default="auto",
+                   help="how the threshold is read off the validation normals: the empirical quantile, the "
+                        "quantile of a fitted Gumbel law (few normals), or auto: empirical once n x target-frr "
+                        ">= 10, else gumbel")
+    f.add_argument("--score-mode", choices=["max", "topk"], default="max",
+                   help="image score: the map's maximum, or the mean of its top --topk-fraction of pixels")
+    f.add_argument("--topk-fraction", type=float, default=_fit_default("topk_fraction"))
+    f.add_argument("--memory-bank", action=argparse.BooleanOptionalAction, default=True,
+                   help="fuse a PatchCore-style memory bank of the teacher's stride-16 patches (a map; "
+                        "nearest-neighbour distance to a coreset of the training patches)")
+    f.add_argument("--coreset-fraction", type=float, default=_fit_default("coreset_fraction"),
+                   help="share of the training patches kept in the memory bank (at most 8192 rows)")
+    f.add_argument("--global-gaussian", action=argparse.BooleanOptionalAction, default=True,
+                   help="fuse the Mahalanobis distance of each image's pooled teacher statistics (channel "
+                        "means and standard deviations) to the normals' Gaussian: sees global and "
+                        "low-contrast changes that the cosine maps cannot")
     f.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     f.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     f.add_argument("--cache-teacher", choices=["auto", "yes", "no"], default="auto")

@@ -25,13 +25,14 @@ import torch
 from inspector.checkpoint import Manifest, new_version, read_manifest, read_weights, save_checkpoint
 from inspector.decode import DecodeError, read_image
 from inspector.nets.losses import cosine_distillation_loss
-from inspector.nets.model import DiscrepancyModel, ModelConfig, build_student
+from inspector.nets.model import SIGNALS_PREFIX, DiscrepancyModel, ModelConfig, build_student
 from inspector.nets.teachers import build_teacher
 from inspector.preprocess import prepare_batch
 
 from . import distributed
 from .data import data_fingerprint, scan_dataset, split_train_val
-from .metrics import score_stats, threshold_for_false_reject_rate
+from .metrics import calibrate_threshold, score_stats
+from .signals import DEFAULT_CORESET_FRACTION, fit_signals, fusion_config
 
 
 
@@ -59,7 +60,12 @@ class FitConfig:
     seed: int = 0
     val_fraction: float = 0.1
     target_frr: float = 0.005
+    calibration: str = "auto"  # auto | empirical | gumbel (trainer.metrics.calibrate_threshold)
     score_mode: str = "max"
+    topk_fraction: float = 0.01
+    memory_bank: bool = True  # fuse a patch memory bank of teacher features (inspector.nets.signals)
+    coreset_fraction: float = DEFAULT_CORESET_FRACTION
+    global_gaussian: bool = True  # fuse the global Gaussian of pooled teacher statistics
     device: str | None = None
     amp: bool = True
     cache_teacher: str = "auto"  # auto | yes | no
@@ -126,10 +132,28 @@ def validation_loss(model: DiscrepancyModel, x: torch.Tensor, feats, device, kin
 
 
 @torch.no_grad()
-def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32) -> np.ndarray:
-    model.student.eval()
-    out = [model.maps_and_scores(x[i:i + batch].to(device))[1].float().cpu() for i in range(0, len(x), batch)]
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores and map maxima of normal images."""
+    model.eval()
+    scores, peaks = [], []
+    for i in range(0, len(x), batch):
+        maps, s = model.maps_and_scores(x[i:i + batch].to(device))
+        scores.append(s.float().cpu())
+        peaks.append(maps.flatten(1).amax(dim=1).float().cpu())
+    if not scores:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return torch.cat(scores).numpy(), torch.cat(peaks).numpy()
+
+
+def _teacher_batches(model: DiscrepancyModel, x: torch.Tensor, feats: list[torch.Tensor] | None, device,
+                     batch: int = 32):
+    """Teacher features of ``x`` a batch at a time: from the cache when there is one."""
+    for i in range(0, len(x), batch):
+        if feats is not None:
+            yield [f[i:i + batch] for f in feats]
+        else:
+            with torch.no_grad():
+                yield model.teacher(x[i:i + batch].to(device))
 
 
 # ----------------------------------------------------------------------------- resume state
@@ -200,14 +224,17 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         raise ValueError(f"not enough usable normal images in {cfg.data}: {len(train_imgs)} train, {len(val_imgs)} validation")
 
     teacher = build_teacher(cfg.teacher, cfg.teacher_weights)
-    mcfg = ModelConfig(method=cfg.method, variant=cfg.variant, score_mode=cfg.score_mode)
+    mcfg = ModelConfig(method=cfg.method, variant=cfg.variant, score_mode=cfg.score_mode,
+                       topk_fraction=cfg.topk_fraction)
     model = DiscrepancyModel(teacher, build_student(mcfg, teacher), mcfg).to(device)
     parent = None
     if cfg.init_from is not None:
         init_manifest = read_manifest(cfg.init_from)
         if (init_manifest.method, init_manifest.teacher) != (cfg.method, cfg.teacher):
             raise ValueError(f"cannot warm-start a {cfg.method}/{cfg.teacher} model from {init_manifest.method}/{init_manifest.teacher}")
-        model.student.load_state_dict(read_weights(cfg.init_from, init_manifest))
+        # the students only: the signals are fitted anew on this run's normals
+        model.student.load_state_dict({k: v for k, v in read_weights(cfg.init_from, init_manifest).items()
+                                       if not k.startswith(SIGNALS_PREFIX)})
         parent = init_manifest.version
     spec = teacher.spec
     x_train = to_batches(train_imgs, cfg.image_size, spec.mean, spec.std)
@@ -285,20 +312,33 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     if best["state"] is not None:
         model.student.load_state_dict(best["state"])
 
-    scores = normal_scores(model, x_val, device)
-    threshold = threshold_for_false_reject_rate(scores, cfg.target_frr)
+    t_signals = time.perf_counter()
+    model = fit_signals(model, _teacher_batches(model, x_train, f_train, device), x_val, device,
+                        memory=cfg.memory_bank, gaussian=cfg.global_gaussian,
+                        coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log)
+    signals_seconds = time.perf_counter() - t_signals
+    scores, peaks = normal_scores(model, x_val, device)
+    threshold, calibration = calibrate_threshold(scores, cfg.target_frr, cfg.calibration)
+    region_threshold = None
+    if model.config.fused:  # the map's own units: outline where it exceeds what normals reach
+        region_threshold, region_cal = calibrate_threshold(peaks, cfg.target_frr, cfg.calibration)
+        calibration["region"] = region_cal
+    signals = fusion_config(model.config)
     manifest = Manifest(
         name=cfg.name or Path(cfg.data).resolve().name, version=new_version(), parent_version=parent,
         method=cfg.method, variant=cfg.variant if cfg.method == "dskd" else None,
         teacher=cfg.teacher, teacher_sha256=teacher.weights_sha256, image_size=cfg.image_size,
-        mean=spec.mean, std=spec.std, sigma=mcfg.sigma, score_mode=cfg.score_mode, loss=cfg.loss,
-        threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
+        mean=spec.mean, std=spec.std, sigma=mcfg.sigma, score_mode=cfg.score_mode, topk_fraction=cfg.topk_fraction,
+        loss=cfg.loss, threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
+        signals=signals, region_threshold=region_threshold, calibration=calibration,
         metrics={"val_loss": best["val"], "best_epoch": best["epoch"], "val_images": len(x_val),
                  "val_false_reject_rate": float(np.mean(scores >= threshold))},
         data_fingerprint=data_fingerprint(train_paths + val_paths),
         training={"epochs": cfg.epochs, "batch_size": bs, "lr": cfg.lr, "betas": list(cfg.betas), "seed": cfg.seed,
+                  "val_fraction": cfg.val_fraction, "coreset_fraction": cfg.coreset_fraction,
                   "train_images": n, "skipped_images": skipped, "device": str(device),
-                  "train_seconds": round(train_seconds, 1), "amp": use_amp, "teacher_cache": cache,
+                  "train_seconds": round(train_seconds, 1), "signals_seconds": round(signals_seconds, 1),
+                  "amp": use_amp, "teacher_cache": cache,
                   "processes": ctx.world,
                   "history": history,
                   "train_images_per_s": round(steps * bs * ctx.world * max(cfg.epochs - start_epoch, 0) / train_seconds, 1) if train_seconds else None},
@@ -308,6 +348,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     return {"checkpoint": str(out), "version": manifest.version, "method": cfg.method,
             "variant": manifest.variant, "teacher": cfg.teacher, "threshold": threshold,
             "best_epoch": best["epoch"], "val_loss": best["val"], "train_seconds": round(train_seconds, 1),
+            "signals_seconds": round(signals_seconds, 1), "calibration": calibration["method"],
             "train_images": n, "skipped_images": len(skipped)}
 
 

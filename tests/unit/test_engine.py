@@ -18,23 +18,30 @@ def test_inspections_have_every_field(engine):
     assert isinstance(r.score, float) and r.defect == (r.score >= engine.threshold)
     assert r.mask.shape == (64, 64) and r.mask.dtype == bool
     assert r.heatmap.shape == (engine.image_size, engine.image_size) and r.heatmap.dtype == np.float32
-    assert r.score == pytest.approx(float(r.heatmap.max()), rel=1e-5)
-    assert r.mask.any() == r.defect
+    # the fused score: the map's maximum and the global distance, each in validation-normal units
+    m = engine.manifest
+    assert m.signals is not None and m.signals.gaussian and m.signals.memory_bank_size > 0
+    from inspector.preprocess import prepare_batch
+
+    g = engine.model.components(prepare_batch([img], m.image_size, m.mean, m.std))["gaussian"]
+    expected = (float(r.heatmap.max()) + float(g[0]) / m.signals.gaussian_scale) / 2
+    assert r.score == pytest.approx(expected, rel=1e-4)
+    assert r.mask.any() == bool(r.heatmap.max() >= engine.region_threshold)
 
 
 def test_regions_are_in_original_pixels(engine):
     img, _ = make_image("spot", size=128, seed=0, index=501)
     wide = np.ascontiguousarray(np.concatenate([img, img, img], axis=1))  # 128 x 384
-    thr = engine.manifest.threshold
-    engine.manifest = engine.manifest.model_copy(update={"threshold": -1.0})  # everything is "defect"
+    saved = engine.manifest
+    engine.manifest = saved.model_copy(update={"threshold": -1.0, "region_threshold": -1.0})  # all "defect"
     try:
         (r,) = engine.infer([wide])
     finally:
-        engine.manifest = engine.manifest.model_copy(update={"threshold": thr})
+        engine.manifest = saved
     assert r.defect and len(r.regions) == 1
     box = r.regions[0]
     assert (box.x0, box.y0, box.x1, box.y1) == (0, 0, 384, 128)
-    assert box.area == 384 * 128 and box.peak == pytest.approx(r.score)
+    assert box.area == 384 * 128 and box.peak == pytest.approx(float(r.heatmap.max()))
 
 
 def test_any_layout_and_bit_depth(engine):

@@ -55,3 +55,42 @@ def test_warm_start_records_the_parent(tiny_checkpoint, synthetic_data, tmp_path
     with pytest.raises(ValueError, match="warm-start"):
         fit(FitConfig(data=synthetic_data, out=tmp_path / "x", method="dskd", image_size=64, epochs=1,
                       progress=False, init_from=tiny_checkpoint))
+
+
+# ----------------------------------------------------------------------------- awkward training folders
+
+
+def _folder(tmp_path, images):
+    import cv2
+
+    d = tmp_path / "odd" / "train" / "good"
+    d.mkdir(parents=True)
+    for i, img in enumerate(images):
+        cv2.imwrite(str(d / f"{i:03d}.png"), img)
+    return tmp_path / "odd"
+
+
+def test_a_single_training_image_is_a_clear_error(tmp_path):
+    from trainer.synthetic import make_image
+
+    data = _folder(tmp_path, [make_image(None, size=64, seed=0, index=0)[0]])
+    with pytest.raises(ValueError, match="not enough usable normal images.*1 train, 0 validation"):
+        fit(FitConfig(data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False))
+
+
+def test_mixed_aspect_ratios_and_images_smaller_than_the_input_train(tmp_path):
+    """Documented behaviour: every image is resized to the model input, whatever its shape; smaller
+    ones are enlarged (bilinear). The model's input size is recorded in the manifest."""
+    from trainer.synthetic import make_image
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(12):
+        img = make_image(None, size=128, seed=0, index=i)[0]
+        h, w = [(24, 40), (128, 48), (50, 128), (20, 20)][i % 4]  # wide, tall, and smaller than the input
+        y, x = rng.integers(0, 128 - h + 1), rng.integers(0, 128 - w + 1)
+        images.append(np.ascontiguousarray(img[y:y + h, x:x + w]))
+    data = _folder(tmp_path, images)
+    summary = fit(FitConfig(data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False))
+    m = read_manifest(tmp_path / "m")
+    assert summary["train_images"] + m.metrics["val_images"] == 12 and m.image_size == 32

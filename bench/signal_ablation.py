@@ -1,0 +1,181 @@
+"""Ablation of one fitted checkpoint's parts: students, patch memory, global Gaussian, score and
+threshold rules, each scored on the same test set in one run.
+
+Every row re-uses the checkpoint's trained students and fitted signals and calibrates its own
+threshold on the same held-out validation normals the fit used (the test set is never used to set
+anything), so the rows differ only in what is fused. Prints a markdown table (overall and per
+defect type) and writes JSON.
+
+    python bench/signal_ablation.py --checkpoint runs/mt/rd/checkpoint \\
+        --data ../shared/datasets/magnetic_tile --out runs/mt/rd/ablation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inspector.decode import read_image
+from inspector.engine import load_engine
+from inspector.nets.discrepancy import image_scores
+from inspector.preprocess import prepare_batch
+from trainer.data import load_sample, resize_mask, scan_dataset, split_train_val
+from trainer.metrics import calibrate_threshold, per_type_metrics
+
+# (row name, parts fused, score mode, calibration)
+ROWS = [
+    ("students alone (RD4AD map, max)", ("student",), "max", "empirical"),
+    ("students alone, top-1 % mean", ("student",), "topk", "empirical"),
+    ("patch memory alone", ("memory",), "max", "empirical"),
+    ("global Gaussian alone", ("gaussian",), "max", "empirical"),
+    ("students + patch memory", ("student", "memory"), "max", "empirical"),
+    ("patch memory + global Gaussian", ("memory", "gaussian"), "max", "empirical"),
+    ("students + memory + Gaussian, empirical threshold", ("student", "memory", "gaussian"), "max", "empirical"),
+    ("students + memory + Gaussian, Gumbel threshold", ("student", "memory", "gaussian"), "max", "gumbel"),
+    ("students + memory + Gaussian, top-1 % mean", ("student", "memory", "gaussian"), "topk", "auto"),
+    ("students + memory + Gaussian, top-5 % mean", ("student", "memory", "gaussian"), "topk5", "auto"),
+]
+HELD_IN = ("blowhole", "break", "fray")  # magnetic_tile's types used for choices; crack, uneven held out
+
+
+@torch.no_grad()
+def all_parts(model, images, m, batch=16):
+    acc: dict[str, list] = {}
+    for i in range(0, len(images), batch):
+        x = prepare_batch(images[i:i + batch], m.image_size, m.mean, m.std)
+        for k, v in model.components(x).items():
+            acc.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in acc.items()}
+
+
+def combine(model, parts, names, mode):
+    cfg = model.config
+    rule = {"score_mode": "topk", "topk_fraction": 0.05} if mode == "topk5" else \
+        {"score_mode": mode, "topk_fraction": 0.01}
+    if names == ("student",):
+        model.config = replace(cfg, memory_bank_size=0, gaussian=False, **rule)
+    else:
+        model.config = replace(cfg, **rule)
+    try:
+        if names == ("gaussian",):
+            s = parts["gaussian"] / cfg.gaussian_scale
+            return None, s
+        return model.fuse({k.split("@")[0]: parts[k] for k in names})
+    finally:
+        model.config = cfg
+
+
+def recall_at(scores: np.ndarray, labels: np.ndarray, frr: float) -> float:
+    """Recall at the threshold that rejects ``frr`` of the test set's good images: how well the
+    scores separate at all, whatever threshold a fit chose (for reference; never stored)."""
+    good = np.sort(scores[~labels])
+    thr = good[min(len(good) - 1, int(np.ceil((1 - frr) * len(good))) - 1)]
+    return float(np.mean(scores[labels] > thr))
+
+
+def memory_at_levels(model, levels, train_images, m, val_images, test_images):
+    """The memory map with a bank refitted at other teacher levels (same coreset rule), for the
+    level ablation; returns (val maps, test maps) normalised like the checkpoint's."""
+    from inspector.nets.model import DiscrepancyModel
+    from trainer.signals import bank_size, collect, greedy_coreset
+
+    cfg = replace(model.config, memory_levels=tuple(levels), memory_bank_size=1, gaussian=False)
+
+    def batches():
+        for i in range(0, len(train_images), 16):
+            with torch.no_grad():
+                yield model.teacher(prepare_batch(train_images[i:i + 16], m.image_size, m.mean, m.std))
+
+    patches, _ = collect(batches(), tuple(levels), cfg.memory_pool, True, False)
+    bank = greedy_coreset(patches, bank_size(len(patches), m.training.get("coreset_fraction", 0.1)),
+                          seed=m.training.get("seed", 0))
+    other = DiscrepancyModel(model.teacher, model.student, replace(cfg, memory_bank_size=len(bank)))
+    other.memory.bank.copy_(bank)
+    val = all_parts(other, val_images, m)["memory"]
+    test = all_parts(other, test_images, m)["memory"]
+    scale = float(val.flatten(1).amax(1).mean())
+    return val / scale * model.config.memory_scale, test / scale * model.config.memory_scale
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--memory-levels", nargs="*", default=[], metavar="L,L",
+                    help="also refit the memory bank at these teacher levels (e.g. 1,2) and add rows")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    engine = load_engine(args.checkpoint, "cpu", backend="torch")
+    model, m = engine.model, engine.manifest
+    if m.signals is None:
+        raise SystemExit(f"{args.checkpoint} has no fused signals to ablate")
+    index = scan_dataset(args.data)
+    _, val_paths = split_train_val(index.train_paths, m.training.get("val_fraction", 0.1), m.training.get("seed", 0))
+    val_images = [read_image(p) for p in val_paths]
+    val = all_parts(model, val_images, m)
+    images, masks, types = [], [], []
+    for s in index.test:
+        img, mask = load_sample(s)
+        images.append(img)
+        types.append(s.defect_type)
+        masks.append(resize_mask(mask, m.image_size) if mask is not None else np.zeros((m.image_size,) * 2, bool))
+    test = all_parts(model, images, m)
+    masks = np.stack(masks)
+    labels = np.asarray([t != "good" for t in types])
+    rows_spec = list(ROWS)
+    train_paths, _ = split_train_val(index.train_paths, m.training.get("val_fraction", 0.1), m.training.get("seed", 0))
+    for spec in args.memory_levels:
+        levels = [int(x) for x in spec.split(",")]
+        train_images = [read_image(p) for p in train_paths]
+        key = f"memory@{spec}"
+        val[key], test[key] = memory_at_levels(model, levels, train_images, m, val_images, images)
+        del train_images
+        rows_spec.insert(3, (f"patch memory alone, levels {spec}", (key,), "max", "empirical"))
+        rows_spec.insert(len(rows_spec), (f"students + memory {spec} + Gaussian", ("student", key, "gaussian"),
+                                          "max", "auto"))
+    rows = []
+    for name, names, mode, calibration in rows_spec:
+        _, val_scores = combine(model, val, names, mode)
+        thr, cal = calibrate_threshold(val_scores.numpy(), m.target_frr, calibration)
+        maps, scores = combine(model, test, names, mode)
+        scores = scores.numpy()
+        res = per_type_metrics(types, scores, None if maps is None else maps.numpy(), None if maps is None else masks)
+        o = res["overall"]
+        rows.append({"row": name, "image_auroc": o["image_auroc"], "pixel_auroc": o.get("pixel_auroc"),
+                     "aupro": o.get("aupro"), "threshold": thr, "calibration": cal["method"],
+                     "false_reject_rate": float(np.mean(scores[~labels] >= thr)),
+                     "defect_recall": float(np.mean(scores[labels] >= thr)),
+                     "recall_at_2pct_frr": recall_at(scores, labels, 0.02),
+                     "per_type": {t: r["image_auroc"] for t, r in res["per_type"].items()}})
+        held = [rows[-1]["per_type"][t] for t in HELD_IN if t in rows[-1]["per_type"]]
+        rows[-1]["held_in_mean"] = float(np.mean(held)) if held else None
+        print(json.dumps(rows[-1]), flush=True)
+    types_seen = sorted(rows[0]["per_type"])
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"\n{m.method} ({m.variant or '-'}), {m.teacher}, {m.image_size} px, best epoch "
+          f"{m.metrics.get('best_epoch')}; fit: train {m.training.get('train_seconds')} s + signals "
+          f"{m.training.get('signals_seconds')} s; target false-reject rate {m.target_frr:.3%}\n")
+    print("| parts | image AUROC | pixel AUROC | AUPRO | false rejects | recall | recall at 2 % false rejects* | "
+          "held-in types** | " + " | ".join(types_seen) + " |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(types_seen))
+    for r in rows:
+        print(f"| {r['row']} | {fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} | "
+              f"{r['false_reject_rate']:.1%} | {r['defect_recall']:.1%} | {r['recall_at_2pct_frr']:.1%} | "
+              f"{fmt(r['held_in_mean'])} | "
+              + " | ".join(fmt(r["per_type"][t]) for t in types_seen) + " |")
+    print("\nfalse rejects and recall: on the test set at the threshold each row calibrates on the validation "
+          "normals; *: at the threshold that rejects 2 % of the test set's good images (reference only); "
+          f"**: mean image AUROC over {', '.join(HELD_IN)}, the types choices are made on.")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The training-free signals (patch memory, global Gaussian), their fusion with the students' map,
+and the threshold calibration that few normals can support."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from inspector.checkpoint import CheckpointError, read_manifest
+from inspector.engine import load_engine
+from inspector.nets.signals import GlobalGaussian, PatchMemory, patch_embeddings, pooled_statistics
+from inspector.preprocess import prepare_batch
+from trainer.fit import FitConfig, fit
+from trainer.metrics import calibrate_threshold
+from trainer.signals import bank_size, fit_gaussian, greedy_coreset
+from trainer.synthetic import make_image
+
+
+# ----------------------------------------------------------------------------- coreset and memory
+
+
+def _clusters(seed=0, n=2000, k=20, dim=16):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, dim, generator=g) * 10
+    sizes = torch.linspace(1, 40, k)  # very uneven cluster sizes: random sampling misses the small ones
+    idx = torch.multinomial(sizes / sizes.sum(), n, replacement=True, generator=g)
+    return centres[idx] + 0.1 * torch.randn(n, dim, generator=g)
+
+
+def _coverage(x, subset):
+    return float(torch.cdist(x, subset).min(dim=1).values.max())
+
+
+def test_coreset_is_deterministic_and_covers_better_than_a_random_subset():
+    x = _clusters()
+    a, b = greedy_coreset(x, 40, projection_dim=8, seed=3), greedy_coreset(x, 40, projection_dim=8, seed=3)
+    assert torch.equal(a, b)
+    assert a.shape == (40, 16)
+    random = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:40]]
+    assert _coverage(x, a) < 0.5 * _coverage(x, random)
+    assert _coverage(x, a) < 2.0  # every one of the 20 clusters has a representative
+
+
+def test_coreset_never_asks_for_more_rows_than_there_are():
+    x = torch.randn(5, 4)
+    assert greedy_coreset(x, 50).shape == (5, 4)
+    assert bank_size(10, 0.1) == 1 and bank_size(10**9, 0.1) <= 8192
+
+
+def test_collect_bounds_the_patches_kept_per_image():
+    from trainer.signals import collect
+
+    g = torch.Generator().manual_seed(0)
+    batches = [[torch.randn(4, 2, 8, 8, generator=g), torch.randn(4, 3, 4, 4, generator=g),
+                torch.randn(4, 5, 2, 2, generator=g)] for _ in range(3)]
+    every, stats = collect(batches, (1,), 3, True, True)
+    assert every.shape == (12 * 16, 3) and stats.shape == (12, 2 * (2 + 3 + 5))
+    some, _ = collect(batches, (1,), 3, True, False, per_image=5, seed=1)
+    assert some.shape == (12 * 5, 3)
+    rows = {tuple(r.tolist()) for r in every}
+    assert all(tuple(r.tolist()) in rows for r in some)  # a subset of the real patches
+
+
+def test_patch_memory_is_the_nearest_neighbour_distance():
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 6, 8, 8, generator=g),
+             torch.randn(2, 8, 4, 4, generator=g)]
+    mem = PatchMemory(bank_size=30, channels=6 + 8, levels=(1, 2), pool=3, chunk=7)  # several chunks
+    mem.bank.copy_(torch.randn(30, 14, generator=g))
+    d = mem(feats)
+    assert d.shape == (2, 1, 8, 8)
+    p = patch_embeddings(feats, (1, 2), 3).permute(0, 2, 3, 1).reshape(-1, 14)
+    brute = torch.cdist(p, mem.bank).min(dim=1).values.view(2, 8, 8)
+    torch.testing.assert_close(d[:, 0], brute, atol=1e-4, rtol=1e-4)
+    mem.bank[5] = p[17]  # a patch in the bank is at distance 0
+    assert float(mem(feats).flatten()[17]) < 1e-2
+
+
+def test_global_gaussian_is_the_mahalanobis_distance_of_pooled_statistics():
+    g = torch.Generator().manual_seed(1)
+    normals = [[torch.randn(64, 3, 8, 8, generator=g), torch.randn(64, 2, 4, 4, generator=g)]]
+    stats = pooled_statistics(normals[0])
+    assert stats.shape == (64, 2 * (3 + 2))
+    mean, precision = fit_gaussian(stats)
+    gauss = GlobalGaussian(10)
+    gauss.mean.copy_(mean)
+    gauss.precision.copy_(precision)
+    probe = [torch.randn(3, 3, 8, 8, generator=g), torch.randn(3, 2, 4, 4, generator=g)]
+    d = (pooled_statistics(probe) - mean).double()
+    expected = torch.sqrt(((d @ precision.double()) * d).sum(1))
+    torch.testing.assert_close(gauss(probe).double(), expected, rtol=1e-4, atol=1e-4)
+    brighter = [f * 1.5 + 2.0 for f in probe]  # a global change of magnitude: cosine cannot see it
+    assert (gauss(brighter) > 3 * gauss(probe)).all()
+
+
+def test_fit_gaussian_refuses_a_single_image():
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_gaussian(torch.randn(1, 10))
+
+
+# ----------------------------------------------------------------------------- fused checkpoints
+
+
+def test_fused_checkpoint_records_its_signals_and_normalises_them(tiny_checkpoint):
+    m = read_manifest(tiny_checkpoint)
+    assert m.signals is not None and m.signals.memory_bank_size > 0 and m.signals.gaussian
+    assert m.signals.memory_levels == (2,)
+    assert m.region_threshold is not None and m.calibration["method"] in ("gumbel", "empirical")
+    assert m.calibration["region"]["method"] in ("gumbel", "empirical")
+    # each part was divided by its own mean on the validation normals: a normal part scores about 1
+    assert 0.5 < m.score_stats["mean"] < 1.5
+
+
+def test_global_change_raises_the_fused_score_more_than_the_students_map(tiny_checkpoint):
+    engine = load_engine(tiny_checkpoint, "cpu", backend="torch")
+    m = engine.manifest
+    normals = [make_image(None, size=128, seed=0, index=900 + i)[0] for i in range(6)]
+    dim = [np.clip(img.astype(np.float32) * 0.7 + 20, 0, 255).astype(np.uint8) for img in normals]
+    parts = {k: engine.model.components(prepare_batch(imgs, m.image_size, m.mean, m.std))
+             for k, imgs in (("normal", normals), ("dim", dim))}
+    ratio_g = float(parts["dim"]["gaussian"].mean() / parts["normal"]["gaussian"].mean())
+    ratio_s = float(parts["dim"]["student"].amax((1, 2)).mean() / parts["normal"]["student"].amax((1, 2)).mean())
+    assert ratio_g > 1.5 and ratio_g > ratio_s, (ratio_g, ratio_s)
+
+
+def test_signals_off_gives_the_students_map_alone(synthetic_data, tmp_path):
+    fit(FitConfig(data=synthetic_data, out=tmp_path / "plain", image_size=32, epochs=1, progress=False,
+                  max_train_images=16, memory_bank=False, global_gaussian=False))
+    m = read_manifest(tmp_path / "plain")
+    assert m.signals is None and m.region_threshold is None
+    engine = load_engine(tmp_path / "plain", "cpu", backend="torch")
+    (r,) = engine.infer([make_image("spot", size=128, seed=0, index=950)[0]])
+    assert r.score == pytest.approx(float(r.heatmap.max()), rel=1e-5)
+
+
+def test_a_checkpoint_written_before_signals_still_loads_and_serves(synthetic_data, tmp_path):
+    """A manifest without the new fields (as every checkpoint before them) loads as before."""
+    fit(FitConfig(data=synthetic_data, out=tmp_path / "old", image_size=32, epochs=1, progress=False,
+                  max_train_images=16, memory_bank=False, global_gaussian=False, calibration="empirical"))
+    path = tmp_path / "old" / "manifest.json"
+    raw = json.loads(path.read_text())
+    for key in ("signals", "region_threshold", "calibration"):
+        raw.pop(key)
+    path.write_text(json.dumps(raw))
+    engine = load_engine(tmp_path / "old", "cpu")
+    assert engine.region_threshold == engine.threshold
+    (r,) = engine.infer([make_image("scratch", size=128, seed=0, index=951)[0]])
+    assert r.score == pytest.approx(float(r.heatmap.max()), rel=1e-4)
+    assert r.mask.any() == r.defect
+
+
+def test_signal_tensors_that_do_not_fit_the_manifest_are_refused(checkpoint_copy):
+    path = checkpoint_copy / "manifest.json"
+    raw = json.loads(path.read_text())
+    raw["signals"]["memory_bank_size"] += 1
+    path.write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_engine(checkpoint_copy, "cpu")
+    raw["signals"]["memory_bank_size"] -= 1
+    raw["signals"]["gaussian"] = False
+    path.write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_engine(checkpoint_copy, "cpu")
+
+
+def test_warm_start_from_a_fused_checkpoint_refits_the_signals(tiny_checkpoint, synthetic_data, tmp_path):
+    fit(FitConfig(data=synthetic_data, out=tmp_path / "child", image_size=64, epochs=1, progress=False,
+                  init_from=tiny_checkpoint, max_train_images=16))
+    child = read_manifest(tmp_path / "child")
+    assert child.signals is not None and child.signals.memory_bank_size > 0
+    load_engine(tmp_path / "child", "cpu")
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+@pytest.mark.parametrize("n", [10, 30, 300])
+@pytest.mark.parametrize("dist", ["gumbel", "lognormal"])
+def test_threshold_from_few_normals_keeps_near_the_target_false_reject_rate(n, dist):
+    """Calibrated on n normals, judged on 200,000 fresh ones from the same law, 200 times over."""
+    rng = np.random.default_rng(n)
+    draw = (lambda k: rng.gumbel(1.0, 0.1, k)) if dist == "gumbel" else (lambda k: np.exp(rng.normal(0, 0.15, k)))
+    fresh = np.sort(draw(200_000))
+    target = 0.005
+
+    def achieved(method):
+        rates = []
+        for _ in range(200):
+            thr, _ = calibrate_threshold(draw(n), target, method)
+            rates.append(1.0 - np.searchsorted(fresh, thr) / fresh.size)
+        return float(np.mean(rates))
+
+    fitted, empirical = achieved("gumbel"), achieved("empirical")
+    assert fitted <= 0.02  # the product's bound on false rejects, from as few as 10 normals
+    if n <= 30:  # too few normals for the empirical quantile: it is far off, the fit is not
+        assert empirical > 0.02 and fitted < 0.5 * empirical
+    if dist == "gumbel":  # on its own law the fit is on target
+        assert 0.5 * target < fitted < (4.5 if n == 10 else 2.0) * target
+
+
+def test_auto_calibration_uses_the_empirical_quantile_once_the_tail_is_sampled():
+    rng = np.random.default_rng(0)
+    thr, info = calibrate_threshold(rng.gumbel(size=300), 0.005)
+    assert info["method"] == "gumbel" and info["n"] == 300 and {"loc", "scale"} <= set(info)
+    thr, info = calibrate_threshold(rng.gumbel(size=3000), 0.005)
+    assert info["method"] == "empirical" and thr == info["empirical_threshold"]
+
+
+def test_calibration_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="no normal scores"):
+        calibrate_threshold(np.array([]), 0.01)
+    with pytest.raises(ValueError, match="target_frr"):
+        calibrate_threshold(np.ones(5), 0.0)
+    with pytest.raises(ValueError, match="unknown calibration"):
+        calibrate_threshold(np.ones(5), 0.01, "magic")
+    thr, info = calibrate_threshold(np.full(20, 0.7, np.float32), 0.01, "gumbel")  # all equal: just above
+    assert thr > 0.7 and info["scale"] == 0.0

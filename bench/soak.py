@@ -12,14 +12,12 @@
    Writes ``soak.json`` and ``soak.png`` (RSS, latency and backlog over time) to --out.
 
     python bench/soak.py --out runs/soak-smoke --duration 120 --kill-every 40
-    python bench/soak.py --out runs/soak-1h --duration 3600 --kill-every 180 --size 128 --train-image-size 128
+    python bench/soak.py --out runs/soak-1h --duration 3600 --kill-every 180
     python bench/soak.py --out runs/mem-10min --rate-fraction 1.0 --kill-every 0 --duration 600  # memory check
 
-On the local dev broker (tansu, memory storage) keep the bytes sent in the hour to about 1 GB:
-tansu keeps every record, and its CPU cost per produce and fetch grows with the bytes it holds
-(``bench/broker_tail_cost.py``), so 256 px frames at the 64 px model's rate (6.4 GB an hour) end
-with the broker taking the worker's cores; 128 px frames and a 128 px model (4.2 KB a frame, 42 %
-of the frames per second) hold. Against a real Kafka cluster (--bootstrap) this limit does not apply.
+The local broker is Apache Kafka (``inspector.localstack.LocalBroker``, one KRaft node); the soak's
+frames topic gets a retention (--frames-retention-ms, 10 minutes) so that the broker's disk holds
+a bounded window of frames, as in production. --bootstrap runs against any other Kafka.
 
 Exit status 0 when no frame was lost, 1 otherwise. Not part of CI.
 """
@@ -90,12 +88,14 @@ class Topics:
     group: str
 
     @classmethod
-    def create(cls, bootstrap: str, partitions: int, label: str) -> Topics:
+    def create(cls, bootstrap: str, partitions: int, label: str, retention_ms: int = 600_000) -> Topics:
         tag = f"{label}-{uuid.uuid4().hex[:6]}"
         t = cls(f"soak-frames-{tag}", f"soak-verdicts-{tag}", f"soak-dlq-{tag}", f"soak-models-{tag}", f"soak-{tag}")
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
-            admin.create_topics([NewTopic(t.frames, partitions, 1), NewTopic(t.verdicts, partitions, 1),
+            frames_config = {"retention.ms": str(retention_ms), "segment.ms": str(max(retention_ms // 6, 1000))}
+            admin.create_topics([NewTopic(t.frames, partitions, 1, topic_configs=frames_config),
+                                 NewTopic(t.verdicts, partitions, 1),
                                  NewTopic(t.dlq, 1, 1),
                                  NewTopic(t.models, 1, 1, topic_configs={"cleanup.policy": "compact"})])
         finally:
@@ -324,7 +324,7 @@ class Group:
     def __init__(self, args: argparse.Namespace, env: dict[str, str], label: str) -> None:
         self.args = args
         self.bootstrap = env["INSPECTOR_KAFKA_BOOTSTRAP_SERVERS"]
-        self.topics = Topics.create(self.bootstrap, args.partitions, label)
+        self.topics = Topics.create(self.bootstrap, args.partitions, label, args.frames_retention_ms)
         self.slots = [WorkerSlot(k, args, env, self.topics, args.out / "logs") for k in range(args.workers)]
         for w in self.slots:
             w.start()
@@ -532,8 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256, help="frame side (px), JPEG")
     p.add_argument("--distinct-frames", type=int, default=32)
     p.add_argument("--partitions", type=int, default=32,
-                   help="frames topic partitions; the dev broker (tansu, memory storage) slows down as a "
-                   "partition grows (bench/broker_depth.py) and as it holds more bytes (bench/broker_tail_cost.py)")
+                   help="frames topic partitions")
+    p.add_argument("--frames-retention-ms", type=int, default=600_000,
+                   help="retention of the soak's frames topic (the broker deletes older segments)")
     p.add_argument("--cameras", type=int, default=32, help="camera ids (message keys) the frames spread over")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="cpu")

@@ -1,6 +1,6 @@
 """`make demo`: the whole product end to end on this machine, then everything it started is stopped.
 
-local Kafka-protocol broker + Redis (loopback) → train a small model (synthetic parts, or any
+local Apache Kafka + Redis (loopback) → train a small model (synthetic parts, or any
 MVTec-layout folder with --data) → evaluate it → start a worker → a simulated camera publishes
 normal and defective frames → verdicts are printed as they arrive → heatmap overlays are written.
 """
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from inspector.camera import make_producer, publish_frames
-    from inspector.localstack import LocalBroker, LocalRedis, free_port
+    from inspector.localstack import LocalBroker, LocalRedis, ensure_topics, free_port
     from inspector.logging_setup import configure_logging
     from inspector.tail import VerdictTail, format_verdict
     from trainer.evaluate import evaluate
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     worker = None
     with LocalBroker(run_dir=out / "services") as broker, LocalRedis(run_dir=out / "services") as redis_srv:
-        say(f"local broker {broker.bootstrap}, Redis {redis_srv.url} (loopback only)")
+        ensure_topics(broker.bootstrap)  # frames with a 1-hour retention, the compacted control topic, ...
+        say(f"local Apache Kafka {broker.bootstrap}, Redis {redis_srv.url} (loopback only)")
         data = args.data
         if data is None:
             data = make_dataset(out / "data", n_train=160, n_test_good=20, n_test_defect=15, size=128, seed=0)

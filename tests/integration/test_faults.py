@@ -25,9 +25,11 @@ from kafka import KafkaProducer
 
 from inspector.localstack import LocalBroker
 from inspector.rollout import publish_update, update_for_checkpoint
+from inspector.wire import Verdict
 from tests.integration.harness import (
     Names,
     Stream,
+    committed_offsets,
     create_topics,
     have_frames,
     jpeg,
@@ -246,12 +248,10 @@ def test_redis_slow_then_down_then_back_never_holds_verdicts(workers, names, rea
 
 
 def test_broker_restart_worker_reconnects_without_help(workers, tmp_path):
-    """The broker goes away and comes back on the same port: the worker (never restarted, never
-    told) reconnects, rejoins its group and answers every frame published after the restart.
-
-    The dev broker keeps everything in memory, so the restarted one has lost topics, offsets and
-    the group; the test puts the topics back (what a durable broker's storage would do) and the
-    worker must cope with offsets that start again at 0."""
+    """The broker goes away and comes back on the same port with its data (a private Apache
+    Kafka: this test stops it): the worker (never restarted, never told) reconnects, rejoins its
+    group and answers every frame published after the restart; the topics and committed offsets
+    survived, so nothing answered before the restart is answered again."""
     broker = LocalBroker(run_dir=tmp_path / "broker").start()
     names = Names()
     try:
@@ -268,11 +268,14 @@ def test_broker_restart_worker_reconnects_without_help(workers, tmp_path):
         r = Reader(broker.bootstrap, names.verdicts)
         r.read(have_frames(set(sent_before)), 60, "verdicts before the restart")
         r.close()
+        deadline = time.monotonic() + 30  # every answered frame committed before the broker goes
+        while sum(committed_offsets(broker.bootstrap, names.group, names.frames).values()) < len(sent_before):
+            assert time.monotonic() < deadline, "offsets of the answered frames were never committed"
+            time.sleep(0.2)
 
         broker.stop()
         time.sleep(3)  # the worker notices: connections refused, group coordinator gone
         broker.start()
-        create_topics(broker.bootstrap, names)
         after = Stream(broker.bootstrap, names.frames, "after", rate=15).start()
         r = Reader(broker.bootstrap, names.verdicts)
         try:
@@ -284,6 +287,13 @@ def test_broker_restart_worker_reconnects_without_help(workers, tmp_path):
         r.close()
         t = tally("test_broker_restart_worker_reconnects_without_help", sent_after, recs)
         assert t["lost"] == 0 and after.errors == 0
+        # the verdicts topic kept what was published before the restart, and the committed
+        # offsets held: no frame from before the restart was answered again after it
+        everything = Reader(broker.bootstrap, names.verdicts)
+        recs = everything.read(have_frames(set(sent_before) | set(sent_after)), 60, "all verdicts")
+        everything.close()
+        ids = [Verdict.from_bytes(rec.value).frame_id for rec in recs]
+        assert not {i for i in ids if i in set(sent_before) and ids.count(i) > 1}
         assert w.proc.poll() is None
         assert w.stop() == 0
     finally:

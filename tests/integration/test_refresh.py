@@ -1,4 +1,4 @@
-"""`trainer collect` / `trainer refresh` against a real Kafka-protocol broker, with a real worker.
+"""`trainer collect` / `trainer refresh` against a real Apache Kafka broker, with a real worker.
 
 Small and fast: 64 px model (trained once per module, on one thread), synthetic
 128 px frames, 2-3 epochs per refresh. The labelled set for AUROC/AUPRO is the session's

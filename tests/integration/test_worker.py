@@ -1,4 +1,4 @@
-"""`inspector serve` as a subprocess against a real Kafka-protocol broker and a real Redis.
+"""`inspector serve` as a subprocess against a real Apache Kafka broker and a real Redis.
 
 Each test gets its own topics and consumer group, so tests share one broker without seeing each
 other. Frames are small (64 px JPEG) and the checkpoint is the tiny real one from conftest.
@@ -7,12 +7,9 @@ The harness (worker subprocess, topics, producer, reader) lives in ``harness.py`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
-import struct
 import subprocess
 import threading
 import time
@@ -25,13 +22,10 @@ redis = pytest.importorskip("redis")
 
 from kafka import KafkaProducer  # noqa: E402
 
-from inspector.localstack import free_port  # noqa: E402
 from inspector.rollout import publish_update, update_for_checkpoint  # noqa: E402
 from inspector.wire import DeadLetter, Verdict  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
-    Names,
     committed_offsets,
-    create_topics,
     have_frames,
     jpeg,
     manifest_name,
@@ -360,195 +354,43 @@ def test_model_rollout_refuses_bad_then_swaps_new_version(workers, names, produc
     assert w.stop() == 0
 
 
-class ApiVersionsShim:
-    """Loopback TCP proxy that lets librdkafka (kcat) talk to tansu.
-
-    tansu writes the ApiVersions v3 response's tagged fields even at their default values, and
-    librdkafka 2.0.x (Debian's kcat) misparses them ("Read underflow"); Apache Kafka omits them.
-    The shim drops that response's trailing tagged fields; every other byte passes unchanged.
-    Used only when kcat cannot talk to the test broker directly.
-    """
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.upstream_port: int | None = None
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
-
-    @staticmethod
-    def _read_frame(sock: socket.socket) -> bytes | None:
-        head = b""
-        while len(head) < 4:
-            chunk = sock.recv(4 - len(head))
-            if not chunk:
-                return None
-            head += chunk
-        (size,) = struct.unpack(">i", head)
-        body = b""
-        while len(body) < size:
-            chunk = sock.recv(min(1 << 20, size - len(body)))
-            if not chunk:
-                return None
-            body += chunk
-        return body
-
-    @staticmethod
-    def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
-        value = shift = 0
-        while True:
-            b = data[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return value, pos
-            shift += 7
-
-    def _strip_tags(self, body: bytes) -> bytes:
-        try:
-            pos = 4  # correlation id; the ApiVersions response header has no tagged fields
-            (error,) = struct.unpack(">h", body[pos:pos + 2])
-            if error:
-                return body
-            n, pos = self._uvarint(body, pos + 2)
-            for _ in range(max(0, n - 1)):
-                pos += 6  # api_key, min_version, max_version
-                tags, pos = self._uvarint(body, pos)
-                for _ in range(tags):
-                    _, pos = self._uvarint(body, pos)
-                    size, pos = self._uvarint(body, pos)
-                    pos += size
-            pos += 4  # throttle_time_ms
-            return body[:pos] + b"\x00"
-        except (IndexError, struct.error):
-            return body
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            pending: dict[bytes, tuple[int, int]] = {}
-            threading.Thread(target=self._up, args=(client, upstream, pending), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, client, pending), daemon=True).start()
-
-    def _up(self, client: socket.socket, upstream: socket.socket, pending: dict) -> None:
-        try:
-            while (frame := self._read_frame(client)) is not None:
-                api_key, version = struct.unpack(">hh", frame[:4])
-                pending[frame[4:8]] = (api_key, version)
-                upstream.sendall(struct.pack(">i", len(frame)) + frame)
-        except OSError:
-            pass
-        finally:
-            upstream.close()
-
-    def _down(self, upstream: socket.socket, client: socket.socket, pending: dict) -> None:
-        try:
-            while (frame := self._read_frame(upstream)) is not None:
-                api_key, version = pending.pop(frame[:4], (-1, -1))
-                if api_key == 18 and version >= 3:
-                    frame = self._strip_tags(frame)
-                client.sendall(struct.pack(">i", len(frame)) + frame)
-        except OSError:
-            pass
-        finally:
-            client.close()
+def _kcat(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(["kcat", *args], capture_output=True, timeout=timeout, check=False)  # noqa: S603
 
 
-def _kcat_error(bootstrap: str) -> str | None:
-    probe = subprocess.run(["kcat", "-b", bootstrap, "-L", "-m", "5"], capture_output=True, timeout=20)  # noqa: S603
-    if probe.returncode != 0:
-        return probe.stderr.decode(errors="replace")[-300:]
-    return None
-
-
-@pytest.fixture()
-def kcat_bootstrap(kafka_bootstrap, tmp_path):
-    """A bootstrap address kcat can use: the test broker, or a private tansu behind the shim."""
-    if shutil.which("kcat") is None:
-        pytest.skip("kcat is not installed (Debian package `kcat`)")
-    if _kcat_error(kafka_bootstrap) is None:
-        yield kafka_bootstrap
-        return
-    from inspector.localstack import MissingBinaryError, find_tansu
-
-    try:
-        tansu = find_tansu()
-    except MissingBinaryError as exc:
-        pytest.skip(f"kcat cannot talk to the test broker and no tansu to shim: {exc}")
-    shim = ApiVersionsShim()
-    shim.upstream_port = free_port()
-    with open(tmp_path / "tansu.log", "wb") as log:
-        proc = subprocess.Popen(  # noqa: S603
-            [str(tansu), "broker", "--listener-url", f"tcp://127.0.0.1:{shim.upstream_port}",
-             "--advertised-listener-url", f"tcp://127.0.0.1:{shim.port}", "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        bootstrap = f"127.0.0.1:{shim.port}"
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", shim.upstream_port), 1):
-                break
-            time.sleep(0.05)
-        err = _kcat_error(bootstrap)
-        if err:
-            pytest.fail(f"kcat cannot talk to tansu even through the ApiVersions shim: {err}")
-        yield bootstrap
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shim.close()
-
-
-def test_kcat_frame_gets_a_verdict_readable_with_kcat(workers, kcat_bootstrap, tmp_path):
-    """A non-Python client (kcat/librdkafka) publishes a frame and reads its verdict back."""
-    names = Names()
-    create_topics(kcat_bootstrap, names)
-    frame = tmp_path / "frame.jpg"
-    frame.write_bytes(jpeg(3))
-    w = workers(
-        "w1",
-        INSPECTOR_KAFKA_BOOTSTRAP_SERVERS=kcat_bootstrap,
-        INSPECTOR_FRAMES_TOPIC=names.frames,
-        INSPECTOR_VERDICTS_TOPIC=names.verdicts,
-        INSPECTOR_DLQ_TOPIC=names.dlq,
-        INSPECTOR_MODELS_TOPIC=names.models,
-        INSPECTOR_GROUP_ID=names.group,
-    )
-    subprocess.run(  # noqa: S603
-        ["kcat", "-b", kcat_bootstrap, "-P", "-t", names.frames, "-k", "cam-kcat",
-         "-H", "frame-id=kcat-1", "-H", "camera-id=cam-kcat", "-H", "content-type=image/jpeg", str(frame)],
-        check=True, timeout=30,
-    )
+def test_kcat_as_camera_and_as_mes_consumer(workers, names, kafka_bootstrap, tmp_path):
+    """librdkafka on both ends (kcat; what most camera and MES connectors are built on): kcat
+    publishes frames, one of them not an image; the worker answers each; kcat reads the
+    verdicts and the dead letter back."""
+    assert shutil.which("kcat"), "kcat is not installed (deploy/local/install.sh installs it)"
+    w = workers("w1")
+    frames = {f"kcat-{i}": jpeg(i) for i in range(3)} | {"kcat-bad": b"this is not an image"}
+    for fid, data in frames.items():
+        path = tmp_path / f"{fid}.bin"
+        path.write_bytes(data)
+        sent = _kcat("-b", kafka_bootstrap, "-P", "-t", names.frames, "-k", "cam-kcat",
+                     "-H", f"frame-id={fid}", "-H", "camera-id=cam-kcat", "-H", "line-id=line-k", str(path))
+        assert sent.returncode == 0, sent.stderr
     w.wait_ready()
-    deadline = time.monotonic() + 60
-    out = b""
-    while time.monotonic() < deadline:
-        out = subprocess.run(  # noqa: S603
-            ["kcat", "-b", kcat_bootstrap, "-C", "-t", names.verdicts, "-o", "beginning", "-e", "-q",
-             "-f", "%k\t%s\n"],
-            capture_output=True, timeout=30,
-        ).stdout
-        if b"kcat-1" in out:
-            break
+    deadline = time.monotonic() + 90
+    found: dict[str, Verdict] = {}
+    while time.monotonic() < deadline and len(found) < len(frames):
+        out = _kcat("-b", kafka_bootstrap, "-C", "-t", names.verdicts, "-o", "beginning", "-e", "-q",
+                    "-f", "%k\t%s\n")
+        assert out.returncode == 0, out.stderr
+        for line in out.stdout.decode().splitlines():
+            key, value = line.split("\t", 1)
+            v = Verdict.model_validate_json(value)
+            assert key == "cam-kcat" and v.camera_id == "cam-kcat" and v.line_id == "line-k"
+            found[v.frame_id] = v
         time.sleep(0.5)
-    lines = [x for x in out.decode().splitlines() if "kcat-1" in x]
-    assert lines, f"no verdict read back with kcat; worker log:\n{w.logs()[-2000:]}"
-    key, value = lines[0].split("\t", 1)
-    v = Verdict.model_validate_json(value)
-    assert key == "cam-kcat" and v.frame_id == "kcat-1" and v.camera_id == "cam-kcat"
-    assert v.verdict in ("ok", "defect") and v.source.topic == names.frames
+    assert set(found) == set(frames), f"verdicts read with kcat: {sorted(found)}; worker log:\n{w.logs()[-2000:]}"
+    assert all(found[f"kcat-{i}"].verdict in ("ok", "defect") for i in range(3))
+    assert found["kcat-bad"].verdict == "rejected" and found["kcat-bad"].source.topic == names.frames
+    dlq = _kcat("-b", kafka_bootstrap, "-C", "-t", names.dlq, "-o", "beginning", "-e", "-q", "-c", "1",
+                "-f", "%h\t%s\n")
+    assert dlq.returncode == 0, dlq.stderr
+    headers, original = dlq.stdout.decode().rstrip("\n").split("\t", 1)
+    assert "dlq-frame-id=kcat-bad" in headers and "dlq-reason=" in headers
+    assert original == "this is not an image"
     assert w.stop() == 0

@@ -188,8 +188,25 @@ class Worker:
             self._infer_thread.is_alive() or not self._infer_thread.ident
         )
 
+    def _await_topic(self, consumer: KafkaConsumer, patience_s: float = 30.0) -> None:
+        """Join the group once the frames topic is in this consumer's metadata. A group leader
+        that assigns before it knows the topic's partitions hands out none, and kafka-python 3 did
+        not always rejoin when they appeared (seen once in the hour-long soak: a first worker
+        ready, with no partition, for 180 s). After ``patience_s`` it subscribes anyway, so a
+        topic that the broker auto-creates on subscription still works."""
+        deadline = time.monotonic() + patience_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                if consumer.partitions_for_topic(self.s.frames_topic):
+                    return
+            except Exception as exc:  # noqa: BLE001 - broker not reachable yet: keep waiting
+                self.log.warning("metadata_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            self.log.info("waiting_for_topic", topic=self.s.frames_topic)
+            self._stop.wait(1.0)
+
     def run(self) -> int:
         consumer = self._consumer = self._consumer_factory()
+        self._await_topic(consumer)
         consumer.subscribe([self.s.frames_topic], listener=_Listener(self))
         self._infer_thread.start()
         self.log.info("worker_started", topic=self.s.frames_topic, group=self.s.group_id, models=self.registry.versions())

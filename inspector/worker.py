@@ -145,6 +145,8 @@ class Worker:
         self.limits = DecodeLimits(max_bytes=settings.max_frame_bytes, max_pixels=settings.max_pixels)
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._decoded = ByteBudget(settings.max_decoded_bytes)
+        # read at scrape time: a value set once per poll loop lagged the budget by a loop turn
+        metrics.decoded_bytes.set_function(lambda: self._decoded.used)
         self._decoding: deque[tuple[Frame, Future[None]]] = deque()
         self._pump_lock = threading.Lock()
         self._retry: deque[tuple[Frame, Verdict, Callable[[], None], float]] = deque()
@@ -384,7 +386,6 @@ class Worker:
         with self._inflight_lock:
             frames, nbytes = self._inflight_frames, self._inflight_bytes
         self.metrics.inflight.set(frames)
-        self.metrics.decoded_bytes.set(self._decoded.used)
         over = frames >= self.s.max_inflight_frames or nbytes >= self.s.max_inflight_bytes
         under = frames <= self.s.max_inflight_frames // 2 and nbytes <= self.s.max_inflight_bytes // 2
         if over and not self._paused:

@@ -46,7 +46,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
 from inspector.budget import rss_bytes  # noqa: E402
 
@@ -91,15 +90,10 @@ class Topics:
     def create(cls, bootstrap: str, partitions: int, label: str, retention_ms: int = 600_000) -> Topics:
         tag = f"{label}-{uuid.uuid4().hex[:6]}"
         t = cls(f"soak-frames-{tag}", f"soak-verdicts-{tag}", f"soak-dlq-{tag}", f"soak-models-{tag}", f"soak-{tag}")
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            frames_config = {"retention.ms": str(retention_ms), "segment.ms": str(max(retention_ms // 6, 1000))}
-            admin.create_topics([NewTopic(t.frames, partitions, 1, topic_configs=frames_config),
-                                 NewTopic(t.verdicts, partitions, 1),
-                                 NewTopic(t.dlq, 1, 1),
-                                 NewTopic(t.models, 1, 1, topic_configs={"cleanup.policy": "compact"})])
-        finally:
-            admin.close()
+        from inspector.localstack import ensure_topics
+
+        ensure_topics(bootstrap, frames=t.frames, verdicts=t.verdicts, dlq=t.dlq, normal=f"soak-normal-{tag}",
+                      models=t.models, partitions=partitions, frames_retention_ms=retention_ms)
         return t
 
 

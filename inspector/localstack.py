@@ -453,14 +453,17 @@ class _Service:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         return self._run_dir
 
+    def _require_free(self, port: int, what: str = "") -> None:
+        if not port_is_free(port):
+            raise PortInUseError(
+                f"cannot start {self.kind}: {what}127.0.0.1:{port} is already in use by another "
+                "process (pick another port)"
+            )
+
     def _claim_port(self) -> int:
         if self._port is None:
             self._port = free_port()
-        if not port_is_free(self._port):
-            raise PortInUseError(
-                f"cannot start {self.kind}: 127.0.0.1:{self._port} is already in use by another "
-                "process (pick another port)"
-            )
+        self._require_free(self._port)
         return self._port
 
     def _cleanup_run_dir(self) -> None:
@@ -574,11 +577,7 @@ class LocalBroker(_Service):
         self._claim_port()
         if self._controller_port is None:
             self._controller_port = free_port()
-        if not port_is_free(self._controller_port):
-            raise PortInUseError(
-                f"cannot start kafka: its controller port 127.0.0.1:{self._controller_port} is in "
-                "use by another process"
-            )
+        self._require_free(self._controller_port, "its controller port ")
         self._ports_file().write_text(
             json.dumps({"port": self._port, "controller_port": self._controller_port}) + "\n"
         )

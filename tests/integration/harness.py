@@ -46,6 +46,11 @@ class Names:
         self.group = f"group-{tag}"
 
 
+def kcat(*args: str, stdin: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run kcat (librdkafka: a non-Python client, as most cameras and MES connectors are)."""
+    return subprocess.run(["kcat", *args], input=stdin, capture_output=True, timeout=timeout, check=False)  # noqa: S603
+
+
 def create_topics(bootstrap: str, names: Names) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:

@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from inspector.localstack import LOCAL_FRAMES_RETENTION_MS, LocalBroker, ensure_topics, free_port
+from tests.integration.harness import kcat
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,20 +198,11 @@ def test_local_redis_is_loopback_lru_without_persistence(redis_server, services_
 # --------------------------------------------------------------------------------------------
 # kcat: a non-Python Kafka client (librdkafka)
 
-KCAT_TIMEOUT = 20
-
-
-def _kcat(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["kcat", *args], input=stdin, capture_output=True, timeout=KCAT_TIMEOUT, check=False
-    )
-
-
 def _require_kcat(bootstrap: str) -> None:
     """kcat is part of the install (deploy/local/install.sh): missing or unable to talk to the
     broker is a failure, never a skip."""
     assert shutil.which("kcat"), "kcat is not installed (deploy/local/install.sh installs it: apt-get install kcat)"
-    probe = _kcat("-b", bootstrap, "-L", "-m", "5")
+    probe = kcat("-b", bootstrap, "-L", "-m", "5")
     assert probe.returncode == 0, f"kcat cannot reach {bootstrap}: {probe.stderr.decode(errors='replace')[-500:]}"
 
 
@@ -219,7 +211,7 @@ def test_kcat_round_trip(kafka_bootstrap, unique_topic):
 
     # kcat -P -> kafka-python
     topic_in = unique_topic("kcat-in", partitions=1)
-    produced = _kcat("-b", kafka_bootstrap, "-P", "-t", topic_in, "-K", ":",
+    produced = kcat("-b", kafka_bootstrap, "-P", "-t", topic_in, "-K", ":",
                      "-H", "source=kcat", stdin=b"cam-1:hello\ncam-2:world\n")
     assert produced.returncode == 0, produced.stderr
     got = _read_all(kafka_bootstrap, topic_in, 2)
@@ -234,7 +226,7 @@ def test_kcat_round_trip(kafka_bootstrap, unique_topic):
                       headers=[("frame-id", f"f{i}".encode())])
     producer.flush(timeout=10)
     producer.close(timeout=5)
-    consumed = _kcat("-b", kafka_bootstrap, "-C", "-t", topic_out, "-o", "beginning", "-e", "-q",
+    consumed = kcat("-b", kafka_bootstrap, "-C", "-t", topic_out, "-o", "beginning", "-e", "-q",
                      "-f", "%k\t%s\t%h\n")
     assert consumed.returncode == 0, consumed.stderr
     lines = consumed.stdout.decode().splitlines()

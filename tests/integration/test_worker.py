@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
@@ -28,6 +27,7 @@ from tests.integration.harness import (  # noqa: E402
     committed_offsets,
     have_frames,
     jpeg,
+    kcat,
     manifest_name,
     manifest_version,
     send_frame,
@@ -354,10 +354,6 @@ def test_model_rollout_refuses_bad_then_swaps_new_version(workers, names, produc
     assert w.stop() == 0
 
 
-def _kcat(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(["kcat", *args], capture_output=True, timeout=timeout, check=False)  # noqa: S603
-
-
 def test_kcat_as_camera_and_as_mes_consumer(workers, names, kafka_bootstrap, tmp_path):
     """librdkafka on both ends (kcat; what most camera and MES connectors are built on): kcat
     publishes frames, one of them not an image; the worker answers each; kcat reads the
@@ -368,14 +364,14 @@ def test_kcat_as_camera_and_as_mes_consumer(workers, names, kafka_bootstrap, tmp
     for fid, data in frames.items():
         path = tmp_path / f"{fid}.bin"
         path.write_bytes(data)
-        sent = _kcat("-b", kafka_bootstrap, "-P", "-t", names.frames, "-k", "cam-kcat",
+        sent = kcat("-b", kafka_bootstrap, "-P", "-t", names.frames, "-k", "cam-kcat",
                      "-H", f"frame-id={fid}", "-H", "camera-id=cam-kcat", "-H", "line-id=line-k", str(path))
         assert sent.returncode == 0, sent.stderr
     w.wait_ready()
     deadline = time.monotonic() + 90
     found: dict[str, Verdict] = {}
     while time.monotonic() < deadline and len(found) < len(frames):
-        out = _kcat("-b", kafka_bootstrap, "-C", "-t", names.verdicts, "-o", "beginning", "-e", "-q",
+        out = kcat("-b", kafka_bootstrap, "-C", "-t", names.verdicts, "-o", "beginning", "-e", "-q",
                     "-f", "%k\t%s\n")
         assert out.returncode == 0, out.stderr
         for line in out.stdout.decode().splitlines():
@@ -387,7 +383,7 @@ def test_kcat_as_camera_and_as_mes_consumer(workers, names, kafka_bootstrap, tmp
     assert set(found) == set(frames), f"verdicts read with kcat: {sorted(found)}; worker log:\n{w.logs()[-2000:]}"
     assert all(found[f"kcat-{i}"].verdict in ("ok", "defect") for i in range(3))
     assert found["kcat-bad"].verdict == "rejected" and found["kcat-bad"].source.topic == names.frames
-    dlq = _kcat("-b", kafka_bootstrap, "-C", "-t", names.dlq, "-o", "beginning", "-e", "-q", "-c", "1",
+    dlq = kcat("-b", kafka_bootstrap, "-C", "-t", names.dlq, "-o", "beginning", "-e", "-q", "-c", "1",
                 "-f", "%h\t%s\n")
     assert dlq.returncode == 0, dlq.stderr
     headers, original = dlq.stdout.decode().rstrip("\n").split("\t", 1)

@@ -25,6 +25,7 @@ from inspector.engine import load_engine
 from inspector.nets.discrepancy import image_scores
 from inspector.preprocess import prepare_batch
 from trainer.data import load_sample, resize_mask, scan_dataset, split_train_val
+from trainer.evaluate import to_grid
 from trainer.metrics import calibrate_threshold, per_type_metrics
 
 # (row name, parts fused, score mode, calibration)
@@ -47,7 +48,7 @@ HELD_IN = ("blowhole", "break", "fray")  # magnetic_tile's types used for choice
 def all_parts(model, images, m, batch=16):
     acc: dict[str, list] = {}
     for i in range(0, len(images), batch):
-        x = prepare_batch(images[i:i + batch], m.image_size, m.mean, m.std)
+        x = prepare_batch(images[i:i + batch], m.input_geometry(), m.mean, m.std)
         for k, v in model.components(x).items():
             acc.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in acc.items()}
@@ -89,7 +90,7 @@ def memory_at_levels(model, levels, train_images, m, val_images, test_images):
     def batches():
         for i in range(0, len(train_images), 16):
             with torch.no_grad():
-                yield model.teacher(prepare_batch(train_images[i:i + 16], m.image_size, m.mean, m.std))
+                yield model.teacher(prepare_batch(train_images[i:i + 16], m.input_geometry(), m.mean, m.std))
 
     patches, _ = collect(batches(), tuple(levels), cfg.memory_pool, True, False)
     bank = greedy_coreset(patches, bank_size(len(patches), m.training.get("coreset_fraction", 0.1)),
@@ -120,11 +121,13 @@ def main() -> None:
     val_images = [read_image(p) for p in val_paths]
     val = all_parts(model, val_images, m)
     images, masks, types = [], [], []
+    geometry = m.input_geometry()
     for s in index.test:
         img, mask = load_sample(s)
         images.append(img)
         types.append(s.defect_type)
-        masks.append(resize_mask(mask, m.image_size) if mask is not None else np.zeros((m.image_size,) * 2, bool))
+        masks.append(resize_mask(mask, geometry.hw) if mask is not None else np.zeros(geometry.hw, bool))
+    placements = [geometry.placement(img.shape[:2]) for img in images]
     test = all_parts(model, images, m)
     masks = np.stack(masks)
     labels = np.asarray([t != "good" for t in types])
@@ -145,7 +148,9 @@ def main() -> None:
         thr, cal = calibrate_threshold(val_scores.numpy(), m.target_frr, calibration)
         maps, scores = combine(model, test, names, mode)
         scores = scores.numpy()
-        res = per_type_metrics(types, scores, None if maps is None else maps.numpy(), None if maps is None else masks)
+        if maps is not None:  # each frame's part of its map on the evaluation grid (trainer.evaluate)
+            maps = np.stack([to_grid(geometry.frame_map(mp, p), geometry.hw) for mp, p in zip(maps.numpy(), placements)])
+        res = per_type_metrics(types, scores, maps, None if maps is None else masks)
         o = res["overall"]
         rows.append({"row": name, "image_auroc": o["image_auroc"], "pixel_auroc": o.get("pixel_auroc"),
                      "aupro": o.get("aupro"), "threshold": thr, "calibration": cal["method"],
@@ -158,7 +163,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     types_seen = sorted(rows[0]["per_type"])
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"\n{m.method} ({m.variant or '-'}), {m.teacher}, {m.image_size} px, best epoch "
+    print(f"\n{m.method} ({m.variant or '-'}), {m.teacher}, {geometry.describe()}, best epoch "
           f"{m.metrics.get('best_epoch')}; fit: train {m.training.get('train_seconds')} s + signals "
           f"{m.training.get('signals_seconds')} s; target false-reject rate {m.target_frr:.3%}\n")
     print("| parts | image AUROC | pixel AUROC | AUPRO | false rejects | recall | recall at 2 % false rejects* | "

@@ -15,11 +15,12 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .geometry import Geometry
 from .hashing import sha256_file
 from .durable import fsync_dir
 
@@ -77,6 +78,17 @@ class Signals(BaseModel):
     gaussian_scale: float = Field(1.0, gt=0)
 
 
+class InputGeometry(BaseModel):
+    """The model input's size and how frames are brought to it (``inspector.geometry``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    height: int = Field(gt=0, le=8192)
+    width: int = Field(gt=0, le=8192)
+    resize: Literal["pad", "stretch"] = Field(
+        description="pad: scaled without distortion, the rest mirrored; stretch: resized to the input")
+
+
 class Manifest(BaseModel):
     """Everything needed to rebuild, verify and judge a trained model."""
 
@@ -91,7 +103,9 @@ class Manifest(BaseModel):
     variant: str | None = None
     teacher: str
     teacher_sha256: str
-    image_size: int = Field(gt=0, le=4096)
+    image_size: int = Field(gt=0, le=8192, description="input side (square models); the longer side with `geometry`")
+    geometry: InputGeometry | None = Field(
+        None, description="input height, width and resize mode; None: an image_size square, stretched (older checkpoints)")
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     sigma: float = 4.0
@@ -109,6 +123,10 @@ class Manifest(BaseModel):
     data_fingerprint: str = ""
     training: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: str = ""
+
+    def input_geometry(self) -> Geometry:
+        g = self.geometry
+        return Geometry.square(self.image_size) if g is None else Geometry(g.height, g.width, g.resize)
 
 
 def new_version() -> str:

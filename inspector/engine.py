@@ -19,10 +19,11 @@ from .fastpath import FastPath, build_runner, choose, fallback
 from .nets.model import DiscrepancyModel, ModelConfig, build_student
 from .nets.teachers import TeacherWeightsError, build_teacher
 from .onnx_cache import OnnxCache, cache_key
-from .preprocess import prepare_batch
+from .geometry import Geometry, Placement
+from .preprocess import prepare_placed
 from .regions import Region, find_regions, reduced_masks
 
-__all__ = ["Engine", "Inspection", "Region", "load_engine", "CheckpointError", "pick_device"]
+__all__ = ["Engine", "Geometry", "Inspection", "Region", "load_engine", "CheckpointError", "pick_device"]
 
 
 @dataclass
@@ -30,8 +31,8 @@ class Inspection:
     score: float
     defect: bool
     regions: list[Region]
-    mask: np.ndarray  # bool (mask_size, mask_size)
-    heatmap: np.ndarray = field(repr=False)  # float32 (image_size, image_size)
+    mask: np.ndarray  # bool (mask_size, mask_size), covering the whole frame
+    heatmap: np.ndarray = field(repr=False)  # float32, the frame's part of the map at model resolution
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -62,14 +63,15 @@ class Engine:
         self.device = device
         self.mask_size = mask_size
         self.min_region_area = min_region_area
+        self.geometry = manifest.input_geometry()
         fast = fast or choose(device)
         try:
-            self._run, self.fast = build_runner(self.model, device, fast, manifest.image_size, onnx_cache)
+            self._run, self.fast = build_runner(self.model, device, fast, self.geometry.hw, onnx_cache)
         except RuntimeError as exc:
             if fast.backend != "onnx" or not onnx_fallback:
                 raise
             structlog.get_logger("inspector.engine").warning("onnx_backend_unavailable", error=str(exc)[:300])
-            self._run, self.fast = build_runner(self.model, device, fallback(fast), manifest.image_size)
+            self._run, self.fast = build_runner(self.model, device, fallback(fast), self.geometry.hw)
 
     name = property(lambda self: self.manifest.name)
     version = property(lambda self: self.manifest.version)
@@ -83,36 +85,56 @@ class Engine:
     image_size = property(lambda self: self.manifest.image_size)
 
     @torch.inference_mode()
+    def placed_maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
+        """Anomaly maps of the model input (B,H,W) float32, scores (B,), on the device (the CPU
+        for onnx), and where each frame lies in its map (``Geometry.frame_map``)."""
+        m = self.manifest
+        batch, placements = prepare_placed(images, self.geometry, m.mean, m.std, self.device)
+        maps, scores = self._run(batch)
+        return maps, scores, placements
+
     def maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anomaly maps (B,S,S) float32 and scores (B,), on the device (the CPU for onnx)."""
-        batch = prepare_batch(images, self.image_size, self.manifest.mean, self.manifest.std, self.device)
-        return self._run(batch)
+        """Anomaly maps of the model input (B,H,W) float32 and scores (B,)."""
+        maps, scores, _ = self.placed_maps(images)
+        return maps, scores
+
+    def frame_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each frame's part of its map (float32, the frame's aspect at model resolution) and scores."""
+        maps, scores, placements = self.placed_maps(images)
+        maps_np = maps.float().cpu().numpy()
+        return [self.geometry.frame_map(maps_np[i], p) for i, p in enumerate(placements)], scores.cpu().numpy()
 
     def warm_up(self, max_batch: int) -> None:
         """Run every batch shape serving will see once (compiled models: every bucket), off the
         serving path; the first call at a new shape is slow (compilation, kernel selection)."""
         from .fastpath import buckets
 
-        size = int(self.image_size)
+        h, w = self.geometry.hw
         rng = np.random.default_rng(0)
         sizes = buckets(max_batch) if self.fast.compile else [max_batch]
         for n in sizes:
-            self.infer([rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)])
+            self.infer([rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)])
 
     def infer(self, images: Sequence[np.ndarray]) -> list[Inspection]:
         if not images:
             return []
-        maps, scores = self.maps(images)
+        maps, scores, placements = self.placed_maps(images)
         thr, region_thr = self.threshold, self.region_threshold
-        masks = reduced_masks(maps, region_thr, self.mask_size)
+        whole = all(p.content_hw == self.geometry.hw for p in placements)
+        if whole:  # every frame fills the input: one pooling call for the batch
+            masks = list(reduced_masks(maps, region_thr, self.mask_size))
+        else:
+            masks = [reduced_masks(self.geometry.frame_map(maps[i:i + 1], p), region_thr, self.mask_size)[0]
+                     for i, p in enumerate(placements)]
         heatmaps = maps.cpu().numpy()
         scores_np = scores.cpu().numpy()
         out = []
         for i, image in enumerate(images):
             score = float(scores_np[i])
             defect = score >= thr
-            regions = find_regions(heatmaps[i], region_thr, image.shape[:2], self.min_region_area) if defect else []
-            out.append(Inspection(score=score, defect=defect, regions=regions, mask=masks[i], heatmap=heatmaps[i]))
+            heat = self.geometry.frame_map(heatmaps[i], placements[i])
+            regions = find_regions(heat, region_thr, image.shape[:2], self.min_region_area) if defect else []
+            out.append(Inspection(score=score, defect=defect, regions=regions, mask=masks[i], heatmap=heat))
         return out
 
 
@@ -151,7 +173,7 @@ def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teache
         fast = fast or choose(dev, backend, precision, channels_last, compile)
         cache = None
         if onnx_cache_dir is not None and fast.backend == "onnx":
-            cache = (OnnxCache(Path(onnx_cache_dir)), cache_key(manifest_sha256(checkpoint_dir), manifest.image_size))
+            cache = (OnnxCache(Path(onnx_cache_dir)), cache_key(manifest_sha256(checkpoint_dir), manifest.input_geometry().hw))
         return Engine(model, manifest, dev, mask_size, min_region_area, fast, onnx_fallback=backend == "auto",
                       onnx_cache=cache)
     except (ValueError, RuntimeError) as exc:

@@ -134,7 +134,7 @@ def torch_runner(model: DiscrepancyModel, device: torch.device, fast: FastPath) 
     return run
 
 
-def build_runner(model: DiscrepancyModel, device: torch.device, fast: FastPath, image_size: int,
+def build_runner(model: DiscrepancyModel, device: torch.device, fast: FastPath, image_size: int | tuple[int, int],
                  onnx_cache: tuple[OnnxCache, str] | None = None) -> tuple[Runner, FastPath]:
     """A runner for ``fast``. ``onnx_cache`` (cache, key): where an exported graph is kept between
     loads of the same checkpoint (see ``inspector.onnx_cache``)."""

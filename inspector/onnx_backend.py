@@ -20,6 +20,7 @@ import structlog
 import torch
 from torch import nn
 
+from .geometry import as_hw
 from .nets.model import DiscrepancyModel
 from .onnx_cache import OnnxCache
 
@@ -40,9 +41,9 @@ class _MapsAndScores(nn.Module):
         return self.model.maps_and_scores(images)
 
 
-def export_onnx(model: DiscrepancyModel, image_size: int) -> bytes:
-    """Serialized ONNX model of ``model.maps_and_scores`` for (B,3,S,S) float32 input."""
-    example = torch.zeros(2, 3, image_size, image_size)
+def export_onnx(model: DiscrepancyModel, image_size: int | tuple[int, int]) -> bytes:
+    """Serialized ONNX model of ``model.maps_and_scores`` for (B,3,H,W) float32 input."""
+    example = torch.zeros(2, 3, *as_hw(image_size))
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -66,7 +67,7 @@ def open_session(model_bytes: bytes, threads: int | None = None):
         raise OnnxBackendError(f"onnxruntime refused the exported graph: {exc}") from exc
 
 
-def check_session(session, model: DiscrepancyModel, image_size: int, tolerance: float = TOLERANCE) -> float:
+def check_session(session, model: DiscrepancyModel, image_size: int | tuple[int, int], tolerance: float = TOLERANCE) -> float:
     """Max abs map difference against torch on a probe batch; raises when the graph is wrong."""
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
@@ -74,7 +75,7 @@ def check_session(session, model: DiscrepancyModel, image_size: int, tolerance: 
         raise OnnxBackendError(f"exported graph has inputs {inputs} and outputs {outputs}")
     # a fresh seed each time: a graph cannot be made to pass by matching one known probe
     seed = int.from_bytes(os.urandom(8), "little") >> 1
-    probe = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    probe = torch.randn(2, 3, *as_hw(image_size), generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         ref_maps, ref_scores = model.maps_and_scores(probe)
     try:
@@ -90,7 +91,7 @@ def check_session(session, model: DiscrepancyModel, image_size: int, tolerance: 
     return diff
 
 
-def onnx_runner(model: DiscrepancyModel, image_size: int, model_bytes: bytes | None = None,
+def onnx_runner(model: DiscrepancyModel, image_size: int | tuple[int, int], model_bytes: bytes | None = None,
                 cache: OnnxCache | None = None, key: str | None = None):
     """A runner like torch's, on ``model_bytes``, else on the graph cached under ``key``, else on a
     fresh export (stored under ``key``). Every graph is checked against torch before use."""

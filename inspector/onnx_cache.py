@@ -22,6 +22,8 @@ from pathlib import Path
 
 import structlog
 
+from .geometry import as_hw
+
 FORMAT = 1  # bump when the exported graph changes for reasons the key does not see
 
 
@@ -37,8 +39,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def cache_key(manifest_sha256: str, image_size: int) -> str:
-    material = {"format": FORMAT, "manifest": manifest_sha256, "image_size": int(image_size), **library_versions()}
+def cache_key(manifest_sha256: str, image_size: int | tuple[int, int]) -> str:
+    h, w = as_hw(image_size)
+    size = {"image_size": h} if h == w else {"input_hw": [h, w]}  # square keys as before
+    material = {"format": FORMAT, "manifest": manifest_sha256, **size, **library_versions()}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

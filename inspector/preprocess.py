@@ -10,7 +10,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .geometry import Geometry, Placement
 
 
 def to_unit_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -37,18 +38,25 @@ def to_unit_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> tor
     return t.float().div_(scale)
 
 
-def resize_unit(t: torch.Tensor, size: int) -> torch.Tensor:
-    """Antialiased bilinear resize of a (3,H,W) tensor to (3,size,size)."""
-    if t.shape[-2:] == (size, size):
-        return t
-    return F.interpolate(t.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+def as_geometry(geometry: Geometry | int) -> Geometry:
+    """A ``Geometry``, or an int for the square stretched input of older checkpoints and tests."""
+    return geometry if isinstance(geometry, Geometry) else Geometry.square(int(geometry))
 
 
-def prepare_batch(images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float],
-                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """A list of decoded images (any sizes) → one normalised batch (B,3,size,size) on ``device``."""
-    batch = torch.stack([resize_unit(to_unit_tensor(img, device), size) for img in images])
-    return normalize(batch, mean, std)
+def prepare_placed(images: Sequence[np.ndarray], geometry: Geometry | int, mean: Sequence[float],
+                   std: Sequence[float], device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[Placement]]:
+    """Decoded images (any sizes) → one normalised batch (B,3,H,W) on ``device`` and where each
+    frame lies in it (antialiased bilinear resize, ``inspector.geometry``)."""
+    g = as_geometry(geometry)
+    placed = [g.place(to_unit_tensor(img, device)) for img in images]
+    batch = torch.stack([t for t, _ in placed])
+    return normalize(batch, mean, std), [p for _, p in placed]
+
+
+def prepare_batch(images: Sequence[np.ndarray], geometry: Geometry | int, mean: Sequence[float],
+                  std: Sequence[float], device: torch.device | str = "cpu") -> torch.Tensor:
+    """``prepare_placed`` without the placements (training, calibration)."""
+    return prepare_placed(images, geometry, mean, std, device)[0]
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

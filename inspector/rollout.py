@@ -157,8 +157,8 @@ class Rollout:
             compile=s.engine_compile,
             onnx_cache_dir=s.onnx_cache_dir,
         )
-        size = int(engine.image_size)
-        probe = engine.infer([np.full((size, size, 3), 128, dtype=np.uint8)])
+        h, w = engine.geometry.hw
+        probe = engine.infer([np.full((h, w, 3), 128, dtype=np.uint8)])
         if len(probe) != 1 or not math.isfinite(float(probe[0].score)):
             from inspector.checkpoint import CheckpointError
 
@@ -166,7 +166,7 @@ class Rollout:
         # first calls at a new batch shape are slow (kernel selection, allocator): pay it here,
         # off the serving path, rather than in the first frames' latency
         rng = np.random.default_rng(0)
-        warm = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(s.max_batch)]
+        warm = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(s.max_batch)]
         for _ in range(s.model_warmup_batches):
             engine.infer(warm)
         if s.engine_compile and s.model_warmup_batches:

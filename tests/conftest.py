@@ -33,6 +33,29 @@ def tiny_fit(tmp_path_factory, synthetic_data) -> dict:
                          image_size=TINY_SIZE, epochs=TINY_EPOCHS, seed=0, progress=False, name="parts"))
 
 
+# Non-square parts (line-scan-like strips, 64 x 160 px): the model input follows their aspect ratio.
+STRIP_HW = (64, 160)
+
+
+@pytest.fixture(scope="session")
+def strip_data(tmp_path_factory) -> Path:
+    from trainer.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data") / "strips", n_train=40, n_test_good=8, n_test_defect=8,
+                        size=STRIP_HW[0], width=STRIP_HW[1], seed=3)
+
+
+@pytest.fixture(scope="session")
+def strip_checkpoint(tmp_path_factory, strip_data) -> Path:
+    """A real RD checkpoint of non-square parts: default geometry (pad, the frames' aspect ratio)."""
+    from trainer.fit import FitConfig, fit
+
+    out = tmp_path_factory.mktemp("ckpt") / "strip"
+    summary = fit(FitConfig(data=strip_data, out=out, method="rd", image_size=96, epochs=4, seed=0,
+                            progress=False, name="strips"))
+    return Path(summary["checkpoint"])
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_fit) -> Path:
     return Path(tiny_fit["checkpoint"])

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from inspector.geometry import parse_size
 from inspector.logging_setup import configure_logging
 
 
@@ -16,6 +17,7 @@ def _fit(args: argparse.Namespace) -> int:
     cfg = FitConfig(
         data=args.data, out=args.out, method=args.method, variant=args.variant, teacher=args.teacher,
         teacher_weights=args.teacher_weights, image_size=args.image_size, epochs=args.epochs,
+        input_size=parse_size(args.input_size) if args.input_size else None, resize=args.resize,
         batch_size=args.batch_size, lr=args.lr, betas=(args.beta1, args.beta2), loss=args.loss, seed=args.seed,
         val_fraction=args.val_fraction, target_frr=args.target_frr, calibration=args.calibration,
         score_mode=args.score_mode, topk_fraction=args.topk_fraction, memory_bank=args.memory_bank,
@@ -57,7 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--variant", choices=["dual", "dual_no_df", "forward", "rd"], default="dual", help="DSKD ablation")
     f.add_argument("--teacher", default="efficientnet_lite0")
     f.add_argument("--teacher-weights", type=Path, default=None, help="explicit teacher weight file")
-    f.add_argument("--image-size", type=int, default=256)
+    f.add_argument("--image-size", type=int, default=256,
+                   help="input side of a square model; with --resize pad, the input's area is about its square")
+    f.add_argument("--input-size", default=None, metavar="WxH",
+                   help="model input width x height, multiples of 32 (default: the training images' median "
+                        "aspect ratio at about --image-size squared pixels)")
+    f.add_argument("--resize", choices=["pad", "stretch"], default="pad",
+                   help="pad: scale each frame without distortion and mirror it into the rest of the input; "
+                        "stretch: resize to the input whatever the frame's shape (models before aspect support)")
     f.add_argument("--epochs", type=int, default=200)
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--lr", type=float, default=0.005)

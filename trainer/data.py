@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 
 from inspector.decode import read_image
+from inspector.geometry import as_hw
 from inspector.hashing import sha256_file
 
 __all__ = [
@@ -123,8 +124,8 @@ def scan_dataset(root: str | Path) -> DatasetIndex:
 # --------------------------------------------------------------------------- conversion
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Bool mask -> bool ``(S,S)``.
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Bool mask -> bool ``(S,S)`` (or ``(H,W)`` for a (height, width) size).
 
     Shrinking: a pixel is defective when > 0.5 of its area is; if that erases a non-empty
     mask (a 1-px scratch shrunk 4x) any coverage counts, so a labelled defect never vanishes.
@@ -132,15 +133,16 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """
     m = np.asarray(mask, dtype=bool)
     h, w = m.shape
-    if (h, w) == (size, size):
+    th, tw = as_hw(size)
+    if (h, w) == (th, tw):
         return m.copy()
-    if size <= h and size <= w:
-        frac = cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    if th <= h and tw <= w:
+        frac = cv2.resize(m.astype(np.float32), (tw, th), interpolation=cv2.INTER_AREA)
         out = frac > 0.5
         if not out.any() and m.any():
             out = frac > 0.0
         return out
-    return cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return cv2.resize(m.astype(np.uint8), (tw, th), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def _read_mask(path: Path) -> np.ndarray:

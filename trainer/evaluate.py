@@ -1,7 +1,8 @@
 """Evaluation of a checkpoint on a labelled MVTec-layout folder, through the serving Engine.
 
-Maps are compared with masks at the model's resolution (masks resized to S×S), the usual
-practice for MVTec-style benchmarks. The report folder gets ``metrics.json``, ROC curves and a
+Maps are compared with masks at the model's resolution, the usual practice for MVTec-style
+benchmarks: each frame's part of its map and its mask are brought to the model input's grid, so
+every test image weighs the same whatever its shape. The report folder gets ``metrics.json``, ROC curves and a
 grid of heatmap overlays.
 """
 
@@ -13,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import structlog
 
@@ -24,24 +26,32 @@ from .metrics import per_type_metrics, score_stats
 from .report import heatmap_overlay, overlay_grid, plot_roc, roc_curve_points
 
 
+def to_grid(frame_map: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """A frame's map (its own aspect) on the evaluation grid, so that every test image weighs the
+    same in the pixel metrics whatever its shape (a no-op for frames that fill the input)."""
+    if frame_map.shape == tuple(grid):
+        return frame_map.astype(np.float32)
+    return cv2.resize(frame_map.astype(np.float32), (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def run_test_set(engine: Engine, data: str | Path, batch_size: int = 16):
     """Score every test image. Returns scores, maps, masks, labels, types, paths, a few originals, skipped."""
     log = structlog.get_logger("trainer.evaluate")
     index = scan_dataset(data)
     if not index.test:
         raise DatasetError(f"{data}: no test images to evaluate on")
-    S = engine.image_size
+    geometry = engine.geometry
+    grid = geometry.hw  # maps and masks are compared on the model input's grid, each frame filling it
     scores, maps, masks, types, paths, skipped, originals = [], [], [], [], [], [], {}
     pending: list[tuple] = []
     shown: Counter[str] = Counter()  # overlay examples kept per type
 
     def flush() -> None:
-        m, s = engine.maps([img for _, img, _ in pending])
-        m, s = m.cpu().numpy(), s.cpu().numpy()
-        for (sample, img, mask), mi, si in zip(pending, m, s):
+        frame_maps, s = engine.frame_maps([img for _, img, _ in pending])
+        for (sample, img, mask), mi, si in zip(pending, frame_maps, s):
             scores.append(float(si))
-            maps.append(mi.astype(np.float32))
-            masks.append(resize_mask(mask, S) if mask is not None else np.zeros((S, S), bool))
+            maps.append(to_grid(mi, grid))
+            masks.append(resize_mask(mask, grid) if mask is not None else np.zeros(grid, bool))
             types.append(sample.defect_type)
             paths.append(str(sample.path))
             if shown[sample.defect_type] < 4:
@@ -79,7 +89,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, report: str | Path | None
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint), "model": engine.name, "version": engine.version,
         "method": engine.manifest.method, "variant": engine.manifest.variant, "teacher": engine.manifest.teacher,
-        "image_size": engine.image_size,
+        "image_size": engine.image_size, "input": engine.geometry.describe(),
         "image_auroc": overall["image_auroc"], "pixel_auroc": overall.get("pixel_auroc"), "aupro": overall.get("aupro"),
         "threshold": thr, "target_frr": engine.manifest.target_frr,
         "calibration": engine.manifest.calibration.get("method", "empirical"),
@@ -114,8 +124,6 @@ def write_report(out: Path, summary: dict, scores, labels, types, maps, masks, o
     for i in sorted(originals):
         kind, img = originals[i]
         mask = masks[i]
-        import cv2
-
         full_mask = cv2.resize(mask.astype(np.uint8), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
         tiles.append(heatmap_overlay(img, maps[i], vmin=0.0, vmax=vmax, mask=full_mask if mask.any() else None))
         verdict = "DEFECT" if scores[i] >= thr else "ok"

@@ -22,12 +22,13 @@ import numpy as np
 import structlog
 import torch
 
-from inspector.checkpoint import Manifest, new_version, read_manifest, read_weights, save_checkpoint
+from inspector.checkpoint import InputGeometry, Manifest, new_version, read_manifest, read_weights, save_checkpoint
 from inspector.decode import DecodeError, read_image
+from inspector.geometry import RESIZE_MODES, STRIDE, Geometry, choose_input_size
 from inspector.nets.losses import cosine_distillation_loss
 from inspector.nets.model import SIGNALS_PREFIX, DiscrepancyModel, ModelConfig, build_student
 from inspector.nets.teachers import build_teacher
-from inspector.preprocess import prepare_batch
+from inspector.preprocess import as_geometry, prepare_batch
 
 from . import distributed
 from .data import data_fingerprint, scan_dataset, split_train_val
@@ -51,7 +52,9 @@ class FitConfig:
     variant: str = "dual"
     teacher: str = "efficientnet_lite0"
     teacher_weights: Path | None = None
-    image_size: int = 256
+    image_size: int = 256  # input side for a square input; with ``resize="pad"`` the input's area is about its square
+    input_size: tuple[int, int] | None = None  # (height, width); None: chosen from the training images
+    resize: str = "pad"  # pad | stretch (inspector.geometry)
     epochs: int = 200
     batch_size: int = 16
     lr: float = 0.005
@@ -97,9 +100,30 @@ def load_images(paths: list[Path], log) -> tuple[list[np.ndarray], list[Path], l
     return images, kept, skipped
 
 
-def to_batches(images: list[np.ndarray], size: int, mean, std, chunk: int = 64) -> torch.Tensor:
-    parts = [prepare_batch(images[i:i + chunk], size, mean, std, "cpu") for i in range(0, len(images), chunk)]
-    return torch.cat(parts) if parts else torch.empty(0, 3, size, size)
+def to_batches(images: list[np.ndarray], geometry: Geometry | int, mean, std, chunk: int = 64) -> torch.Tensor:
+    parts = [prepare_batch(images[i:i + chunk], geometry, mean, std, "cpu") for i in range(0, len(images), chunk)]
+    return torch.cat(parts) if parts else torch.empty(0, 3, *as_geometry(geometry).hw)
+
+
+def input_geometry(cfg: FitConfig, frame_sizes: list[tuple[int, int]], log) -> Geometry:
+    """The model input for these training frames: given, or their median aspect ratio at about
+    ``image_size``² pixels (``stretch`` without a given size: the square of older models)."""
+    if cfg.resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {cfg.resize!r}")
+    if cfg.input_size is not None:
+        h, w = cfg.input_size
+        if h % STRIDE or w % STRIDE:
+            raise ValueError(f"input size {w}x{h} must be a multiple of {STRIDE} on both sides")
+    elif cfg.resize == "stretch":
+        h = w = cfg.image_size
+    else:
+        h, w = choose_input_size(frame_sizes, cfg.image_size)
+    geometry = Geometry(h, w, cfg.resize)
+    aspects = [fw / fh for fh, fw in frame_sizes]
+    small = sum(1 for fh, fw in frame_sizes if geometry.placement((fh, fw)).content_hw[0] > 2 * fh)
+    log.info("input_geometry", input=geometry.describe(), frames=len(frame_sizes),
+             aspect_min=round(min(aspects), 3), aspect_max=round(max(aspects), 3), upscaled_over_2x=small)
+    return geometry
 
 
 @torch.no_grad()
@@ -111,10 +135,10 @@ def teacher_features(model: DiscrepancyModel, x: torch.Tensor, device, batch: in
     return [torch.cat(o) for o in outs]
 
 
-def feature_bytes(model: DiscrepancyModel, n: int, size: int) -> int:
+def feature_bytes(model: DiscrepancyModel, n: int, hw: tuple[int, int]) -> int:
     c = model.teacher.spec.channels
     s = model.teacher.spec.strides
-    return 4 * n * sum(ci * (size // si) ** 2 for ci, si in zip(c, s))
+    return 4 * n * sum(ci * (hw[0] // si) * (hw[1] // si) for ci, si in zip(c, s))
 
 
 @torch.no_grad()
@@ -228,6 +252,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                        topk_fraction=cfg.topk_fraction)
     model = DiscrepancyModel(teacher, build_student(mcfg, teacher), mcfg).to(device)
     parent = None
+    init_geometry = None
     if cfg.init_from is not None:
         init_manifest = read_manifest(cfg.init_from)
         if (init_manifest.method, init_manifest.teacher) != (cfg.method, cfg.teacher):
@@ -236,13 +261,16 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         model.student.load_state_dict({k: v for k, v in read_weights(cfg.init_from, init_manifest).items()
                                        if not k.startswith(SIGNALS_PREFIX)})
         parent = init_manifest.version
+        init_geometry = init_manifest.input_geometry()  # a warm start keeps the input it was trained at
     spec = teacher.spec
-    x_train = to_batches(train_imgs, cfg.image_size, spec.mean, spec.std)
-    x_val = to_batches(val_imgs, cfg.image_size, spec.mean, spec.std)
+    geometry = init_geometry if init_geometry is not None and cfg.input_size is None else \
+        input_geometry(cfg, [img.shape[:2] for img in train_imgs], log)
+    x_train = to_batches(train_imgs, geometry, spec.mean, spec.std)
+    x_val = to_batches(val_imgs, geometry, spec.mean, spec.std)
     del train_imgs, val_imgs
 
     cache = cfg.cache_teacher == "yes" or (
-        cfg.cache_teacher == "auto" and feature_bytes(model, len(x_train) + len(x_val), cfg.image_size) < cfg.cache_limit_gb * 2**30)
+        cfg.cache_teacher == "auto" and feature_bytes(model, len(x_train) + len(x_val), geometry.hw) < cfg.cache_limit_gb * 2**30)
     feat_dtype = torch.float16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
     f_train = teacher_features(model, x_train, device, dtype=feat_dtype) if cache else None
@@ -327,7 +355,9 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     manifest = Manifest(
         name=cfg.name or Path(cfg.data).resolve().name, version=new_version(), parent_version=parent,
         method=cfg.method, variant=cfg.variant if cfg.method == "dskd" else None,
-        teacher=cfg.teacher, teacher_sha256=teacher.weights_sha256, image_size=cfg.image_size,
+        teacher=cfg.teacher, teacher_sha256=teacher.weights_sha256, image_size=max(geometry.hw),
+        geometry=None if geometry == Geometry.square(geometry.height) else InputGeometry(
+            height=geometry.height, width=geometry.width, resize=geometry.resize),
         mean=spec.mean, std=spec.std, sigma=mcfg.sigma, score_mode=cfg.score_mode, topk_fraction=cfg.topk_fraction,
         loss=cfg.loss, threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
         signals=signals, region_threshold=region_threshold, calibration=calibration,
@@ -345,7 +375,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     )
     manifest = save_checkpoint(out, model.student_state(), manifest)
     log.info("checkpoint_written", out=str(out), version=manifest.version, threshold=threshold)
-    return {"checkpoint": str(out), "version": manifest.version, "method": cfg.method,
+    return {"checkpoint": str(out), "version": manifest.version, "method": cfg.method, "input": geometry.describe(),
             "variant": manifest.variant, "teacher": cfg.teacher, "threshold": threshold,
             "best_epoch": best["epoch"], "val_loss": best["val"], "train_seconds": round(train_seconds, 1),
             "signals_seconds": round(signals_seconds, 1), "calibration": calibration["method"],

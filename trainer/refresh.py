@@ -493,6 +493,9 @@ def _refresh_locked(settings: TrainerSettings, model: str, model_dir: Path, summ
             variant=(ref.variant or "dual") if ref else "dual",
             teacher=ref.teacher if ref else settings.teacher,
             image_size=ref.image_size if ref else settings.image_size,
+            # a refreshed model keeps the live one's input, so the gate compares like with like
+            input_size=ref.input_geometry().hw if ref else None,
+            resize=ref.input_geometry().resize if ref else "pad",
             score_mode=ref.score_mode if ref else "max", topk_fraction=ref.topk_fraction if ref else 0.01,
             loss=ref.loss if ref else "map",
             target_frr=target_frr, epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,

@@ -41,32 +41,38 @@ def _texture(seed: int) -> _Texture:
     )
 
 
-def _render_normal(tex: _Texture, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Float (S,S) base texture in about [0.3, 0.7]."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / np.float32(size)
-    img = np.full((size, size), 0.5, dtype=np.float32)
+def _render_normal(tex: _Texture, size: int, rng: np.random.Generator, width: int | None = None) -> np.ndarray:
+    """Float (S, width or S) base texture in about [0.3, 0.7]; the texture's scale follows the
+    height, so a wider image shows more of the same texture, not a stretched one."""
+    width = width or size
+    yy, xx = np.mgrid[0:size, 0:width].astype(np.float32) / np.float32(size)
+    img = np.full((size, width), 0.5, dtype=np.float32)
     phases = rng.uniform(0.0, 2 * np.pi, len(tex.freqs))
     for f, a, amp, ph in zip(tex.freqs, tex.angles, tex.amps, phases):
         img += np.float32(amp) * np.sin(
             np.float32(2 * np.pi * f) * (xx * np.float32(np.cos(a)) + yy * np.float32(np.sin(a))) + np.float32(ph)
         )
-    img += rng.normal(0.0, 0.015, (size, size)).astype(np.float32)
+    img += rng.normal(0.0, 0.015, (size, width)).astype(np.float32)
     img += np.float32(rng.uniform(-0.02, 0.02))  # small lighting variation
     return img
 
 
 def _paint_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """Paint one defect in place on float ``img``; returns its uint8 0/255 mask."""
-    size = img.shape[0]
-    mask = np.zeros((size, size), dtype=np.uint8)
+    h, w = img.shape
+    size = min(h, w)
+    mask = np.zeros((h, w), dtype=np.uint8)
     margin = max(2, size // 8)
-    cx, cy = (int(v) for v in rng.integers(margin, size - margin, 2))
+    if h == w:
+        cx, cy = (int(v) for v in rng.integers(margin, size - margin, 2))
+    else:
+        cx, cy = (int(v) for v in rng.integers(margin, [w - margin, h - margin]))
     if kind == "scratch":
         length = rng.uniform(0.2, 0.4) * size
         ang = rng.uniform(0.0, np.pi)
         dx, dy = 0.5 * length * np.cos(ang), 0.5 * length * np.sin(ang)
-        p0 = (int(np.clip(cx - dx, 1, size - 2)), int(np.clip(cy - dy, 1, size - 2)))
-        p1 = (int(np.clip(cx + dx, 1, size - 2)), int(np.clip(cy + dy, 1, size - 2)))
+        p0 = (int(np.clip(cx - dx, 1, w - 2)), int(np.clip(cy - dy, 1, h - 2)))
+        p1 = (int(np.clip(cx + dx, 1, w - 2)), int(np.clip(cy + dy, 1, h - 2)))
         thickness = max(1, int(round(size / 64 * rng.uniform(1.0, 2.0))))
         cv2.line(mask, p0, p1, 255, thickness=thickness, lineType=cv2.LINE_8)
         value = 0.95 if rng.random() < 0.5 else 0.05  # bright or dark
@@ -100,18 +106,20 @@ def make_image(
     seed: int = 0,
     index: int = 0,
     gray: bool = False,
+    width: int | None = None,
     _stream: str = "frame",
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One image (RGB ``S×S×3`` or gray ``S×S`` uint8) and its bool mask (None if normal).
+    """One image (RGB ``S×W×3`` or gray ``S×W`` uint8; ``W`` = ``width`` or ``S``) and its bool
+    mask (None if normal).
 
     ``seed`` is the dataset seed (same texture family as ``make_dataset(seed=...)``);
     ``index`` picks the image within the family.
     """
-    if size < 16:
-        raise ValueError(f"size must be >= 16, got {size}")
+    if size < 16 or (width is not None and width < 16):
+        raise ValueError(f"size and width must be >= 16, got {size} and {width}")
     tex = _texture(seed)
     rng = np.random.default_rng((seed, _STREAM[_stream], index))
-    img = _render_normal(tex, size, rng)
+    img = _render_normal(tex, size, rng, width)
     mask = _paint_defect(img, defect, rng) > 0 if defect is not None else None
     return _finish(img, tex, gray), mask
 
@@ -136,6 +144,7 @@ def make_dataset(
     seed: int = 0,
     defect_types: Sequence[str] = DEFECT_TYPES,
     gray: bool = False,
+    width: int | None = None,
 ) -> Path:
     """Write an MVTec-layout dataset under ``root`` and return it.
 
@@ -154,17 +163,17 @@ def make_dataset(
     (root / "test" / "good").mkdir(parents=True, exist_ok=True)
 
     for i in range(n_train):
-        img, _ = make_image(size=size, seed=seed, index=i, gray=gray, _stream="train")
+        img, _ = make_image(size=size, seed=seed, index=i, gray=gray, width=width, _stream="train")
         _write_png(root / "train" / "good" / f"{i:03d}.png", img)
     for i in range(n_test_good):
-        img, _ = make_image(size=size, seed=seed, index=i, gray=gray, _stream="test_good")
+        img, _ = make_image(size=size, seed=seed, index=i, gray=gray, width=width, _stream="test_good")
         _write_png(root / "test" / "good" / f"{i:03d}.png", img)
     for t, kind in enumerate(defect_types):
         (root / "test" / kind).mkdir(parents=True, exist_ok=True)
         (root / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
         for i in range(n_test_defect):
             img, mask = make_image(
-                kind, size=size, seed=seed, index=t * 100_000 + i, gray=gray, _stream="test_defect"
+                kind, size=size, seed=seed, index=t * 100_000 + i, gray=gray, width=width, _stream="test_defect"
             )
             _write_png(root / "test" / kind / f"{i:03d}.png", img)
             _write_png(root / "ground_truth" / kind / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
@@ -180,12 +189,13 @@ def make_frame(
     fmt: str = "png",
     gray: bool = False,
     quality: int = 95,
+    width: int | None = None,
 ) -> bytes:
     """One encoded frame (``fmt`` 'png' or 'jpeg') like those of ``make_dataset(seed=seed)``.
 
     Frames use their own RNG stream, so they are never copies of training images.
     """
-    img, _ = make_image(defect, size=size, seed=seed, index=index, gray=gray)
+    img, _ = make_image(defect, size=size, seed=seed, index=index, gray=gray, width=width)
     img = np.ascontiguousarray(_rgb_to_bgr(img))
     fmt = fmt.lower()
     if fmt == "png":

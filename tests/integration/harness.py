@@ -30,10 +30,10 @@ PARTITIONS = 2
 SERVE_CMD = [sys.executable, "-m", "inspector.cli", "serve"]
 
 
-def jpeg(index: int, size: int = 64, defect: str | None = None) -> bytes:
+def jpeg(index: int, size: int = 64, defect: str | None = None, width: int | None = None, seed: int = 0) -> bytes:
     from trainer.synthetic import make_frame
 
-    return make_frame(defect, size=size, seed=0, index=index, fmt="jpeg")
+    return make_frame(defect, size=size, seed=seed, index=index, fmt="jpeg", width=width)
 
 
 class Names:

@@ -14,6 +14,8 @@ import threading
 import time
 from collections import Counter, defaultdict
 
+import cv2
+import numpy as np
 import pytest
 
 kafka = pytest.importorskip("kafka")
@@ -108,6 +110,40 @@ def test_frames_get_verdicts_in_camera_order(workers, names, producer, reader, t
     committed = committed_offsets(kafka_bootstrap, names.group, names.frames)
     per_part = Counter(v.source.partition for v in vs)
     assert committed == dict(per_part)
+
+
+def test_non_square_frames_get_regions_and_heatmaps_in_their_own_shape(workers, names, producer, reader,
+                                                                       strip_checkpoint, redis_url):
+    """A model of 64 x 160 strips serves strips of two sizes: regions lie inside each frame, the
+    mask covers the frame, the Redis heatmap has the frame's aspect ratio."""
+    w = workers("w1", INSPECTOR_CHECKPOINT=str(strip_checkpoint))
+    cam = f"cam-strip-{names.tag}"
+    sizes = {}
+    for i in range(8):
+        h, wd = (64, 160) if i % 2 == 0 else (128, 320)
+        defect = ("scratch", "spot")[i % 4 // 2] if i >= 4 else None
+        fid = f"{cam}-{i}"
+        sizes[fid] = (h, wd)
+        send_frame(producer, names.frames, jpeg(i, size=h, width=wd, defect=defect, seed=3), camera=cam, frame_id=fid)
+    w.wait_ready()
+    vs = verdicts_of(reader(names.verdicts).read(have_frames(set(sizes)), 90, "verdicts"))
+    assert {v.frame_id for v in vs} == set(sizes)
+    for v in vs:
+        h, wd = sizes[v.frame_id]
+        assert v.mask.decode().shape == (32, 32)
+        for reg in v.regions:
+            assert 0 <= reg.x0 < reg.x1 <= wd and 0 <= reg.y0 < reg.y1 <= h and reg.area > 0
+    assert any(v.regions for v in vs)
+    rc = redis.Redis.from_url(redis_url)
+    fid = f"{cam}-1"
+    deadline = time.monotonic() + 10
+    while rc.get(f"inspector:heatmap:{fid}") is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    png = rc.get(f"inspector:heatmap:{fid}")
+    assert png is not None
+    heat = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert heat.shape == (64, 160)  # the frame's aspect ratio at model resolution
+    assert w.stop() == 0
 
 
 def test_sigkill_and_restart_every_frame_gets_a_verdict(workers, names, producer, reader, kafka_bootstrap):

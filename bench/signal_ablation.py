@@ -54,7 +54,7 @@ def all_parts(model, images, m, batch=16):
     return {k: torch.cat(v) for k, v in acc.items()}
 
 
-def combine(model, parts, names, mode):
+def combine(model, parts, names, mode, valid=None):
     cfg = model.config
     rule = {"score_mode": "topk", "topk_fraction": 0.05} if mode == "topk5" else \
         {"score_mode": mode, "topk_fraction": 0.01}
@@ -66,7 +66,7 @@ def combine(model, parts, names, mode):
         if names == ("gaussian",):
             s = parts["gaussian"] / cfg.gaussian_scale
             return None, s
-        return model.fuse({k.split("@")[0]: parts[k] for k in names})
+        return model.fuse({k.split("@")[0]: parts[k] for k in names}, valid)
     finally:
         model.config = cfg
 
@@ -92,7 +92,9 @@ def memory_at_levels(model, levels, train_images, m, val_images, test_images):
             with torch.no_grad():
                 yield model.teacher(prepare_batch(train_images[i:i + 16], m.input_geometry(), m.mean, m.std))
 
-    patches, _ = collect(batches(), tuple(levels), cfg.memory_pool, True, False)
+    g = m.input_geometry()
+    patches, _ = collect(batches(), tuple(levels), cfg.memory_pool, True, False,
+                         valid=g.valid_mask([g.placement(img.shape[:2]) for img in train_images]))
     bank = greedy_coreset(patches, bank_size(len(patches), m.training.get("coreset_fraction", 0.1)),
                           seed=m.training.get("seed", 0))
     other = DiscrepancyModel(model.teacher, model.student, replace(cfg, memory_bank_size=len(bank)))
@@ -122,12 +124,14 @@ def main() -> None:
     val = all_parts(model, val_images, m)
     images, masks, types = [], [], []
     geometry = m.input_geometry()
+    val_valid = geometry.valid_mask([geometry.placement(img.shape[:2]) for img in val_images])
     for s in index.test:
         img, mask = load_sample(s)
         images.append(img)
         types.append(s.defect_type)
         masks.append(resize_mask(mask, geometry.hw) if mask is not None else np.zeros(geometry.hw, bool))
     placements = [geometry.placement(img.shape[:2]) for img in images]
+    test_valid = geometry.valid_mask(placements)  # scores read each frame's part of its input
     test = all_parts(model, images, m)
     masks = np.stack(masks)
     labels = np.asarray([t != "good" for t in types])
@@ -144,9 +148,9 @@ def main() -> None:
                                           "max", "auto"))
     rows = []
     for name, names, mode, calibration in rows_spec:
-        _, val_scores = combine(model, val, names, mode)
+        _, val_scores = combine(model, val, names, mode, val_valid)
         thr, cal = calibrate_threshold(val_scores.numpy(), m.target_frr, calibration)
-        maps, scores = combine(model, test, names, mode)
+        maps, scores = combine(model, test, names, mode, test_valid)
         scores = scores.numpy()
         if maps is not None:  # each frame's part of its map on the evaluation grid (trainer.evaluate)
             maps = np.stack([to_grid(geometry.frame_map(mp, p), geometry.hw) for mp, p in zip(maps.numpy(), placements)])

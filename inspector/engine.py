@@ -91,6 +91,8 @@ class Engine:
         m = self.manifest
         batch, placements = prepare_placed(images, self.geometry, m.mean, m.std, self.device)
         maps, scores = self._run(batch)
+        # padded frames: the score reads the frame's part of the map, not the mirrored border
+        scores = self.model.content_scores(maps, scores, self.geometry.valid_mask(placements, maps.device))
         return maps, scores, placements
 
     def maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,6 +90,15 @@ class Geometry:
             return resized, p
         return _mirror_pad(resized, p.y0, self.height - p.y1, p.x0, self.width - p.x1), p
 
+    def valid_mask(self, placements: Sequence[Placement], device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """(B,H,W) bool: where each frame lies in its input; None when every frame fills it."""
+        if all(p.content_hw == self.hw for p in placements):
+            return None
+        mask = torch.zeros((len(placements), self.height, self.width), dtype=torch.bool, device=device)
+        for i, p in enumerate(placements):
+            mask[i, p.y0:p.y1, p.x0:p.x1] = True
+        return mask
+
     def frame_map(self, input_map: torch.Tensor | np.ndarray, p: Placement) -> torch.Tensor | np.ndarray:
         """The part of an input-sized map (…,H,W) that covers the frame (…, content h, content w)."""
         return input_map[..., p.y0:p.y1, p.x0:p.x1]

@@ -28,7 +28,7 @@ from inspector.geometry import RESIZE_MODES, STRIDE, Geometry, choose_input_size
 from inspector.nets.losses import cosine_distillation_loss
 from inspector.nets.model import SIGNALS_PREFIX, DiscrepancyModel, ModelConfig, build_student
 from inspector.nets.teachers import build_teacher
-from inspector.preprocess import as_geometry, prepare_batch
+from inspector.preprocess import as_geometry, prepare_placed
 
 from . import distributed
 from .data import data_fingerprint, scan_dataset, split_train_val
@@ -100,9 +100,18 @@ def load_images(paths: list[Path], log) -> tuple[list[np.ndarray], list[Path], l
     return images, kept, skipped
 
 
-def to_batches(images: list[np.ndarray], geometry: Geometry | int, mean, std, chunk: int = 64) -> torch.Tensor:
-    parts = [prepare_batch(images[i:i + chunk], geometry, mean, std, "cpu") for i in range(0, len(images), chunk)]
-    return torch.cat(parts) if parts else torch.empty(0, 3, *as_geometry(geometry).hw)
+def to_batches(images: list[np.ndarray], geometry: Geometry | int, mean, std,
+               chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Model inputs (N,3,H,W) on the CPU and where each frame lies in its input (N,H,W bool; None
+    when every frame fills it)."""
+    g = as_geometry(geometry)
+    parts, placements = [], []
+    for i in range(0, len(images), chunk):
+        x, p = prepare_placed(images[i:i + chunk], g, mean, std, "cpu")
+        parts.append(x)
+        placements += p
+    x = torch.cat(parts) if parts else torch.empty(0, 3, *g.hw)
+    return x, g.valid_mask(placements)
 
 
 def input_geometry(cfg: FitConfig, frame_sizes: list[tuple[int, int]], log) -> Geometry:
@@ -156,14 +165,18 @@ def validation_loss(model: DiscrepancyModel, x: torch.Tensor, feats, device, kin
 
 
 @torch.no_grad()
-def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Image scores and map maxima of normal images."""
+def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32,
+                  valid: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores and map maxima of normal images (over each frame's part of its input, as the
+    engine scores them)."""
     model.eval()
     scores, peaks = [], []
     for i in range(0, len(x), batch):
         maps, s = model.maps_and_scores(x[i:i + batch].to(device))
-        scores.append(s.float().cpu())
-        peaks.append(maps.flatten(1).amax(dim=1).float().cpu())
+        v = None if valid is None else valid[i:i + batch].to(maps.device)
+        scores.append(model.content_scores(maps, s, v).float().cpu())
+        peaks.append((maps.flatten(1) if v is None else maps.masked_fill(~v, float("-inf")).flatten(1))
+                     .amax(dim=1).float().cpu())
     if not scores:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     return torch.cat(scores).numpy(), torch.cat(peaks).numpy()
@@ -265,8 +278,8 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     spec = teacher.spec
     geometry = init_geometry if init_geometry is not None and cfg.input_size is None else \
         input_geometry(cfg, [img.shape[:2] for img in train_imgs], log)
-    x_train = to_batches(train_imgs, geometry, spec.mean, spec.std)
-    x_val = to_batches(val_imgs, geometry, spec.mean, spec.std)
+    x_train, valid_train = to_batches(train_imgs, geometry, spec.mean, spec.std)
+    x_val, valid_val = to_batches(val_imgs, geometry, spec.mean, spec.std)
     del train_imgs, val_imgs
 
     cache = cfg.cache_teacher == "yes" or (
@@ -343,9 +356,10 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     t_signals = time.perf_counter()
     model = fit_signals(model, _teacher_batches(model, x_train, f_train, device), x_val, device,
                         memory=cfg.memory_bank, gaussian=cfg.global_gaussian,
-                        coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log)
+                        coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log,
+                        valid_train=valid_train, valid_val=valid_val)
     signals_seconds = time.perf_counter() - t_signals
-    scores, peaks = normal_scores(model, x_val, device)
+    scores, peaks = normal_scores(model, x_val, device, valid=valid_val)
     threshold, calibration = calibrate_threshold(scores, cfg.target_frr, cfg.calibration)
     region_threshold = None
     if model.config.fused:  # the map's own units: outline where it exceeds what normals reach

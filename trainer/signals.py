@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from inspector.nets.model import DiscrepancyModel, ModelConfig
 from inspector.nets.signals import patch_embeddings, pooled_statistics
@@ -54,24 +55,34 @@ def bank_size(n_patches: int, fraction: float) -> int:
 @torch.no_grad()
 def collect(batches: Iterable[list[torch.Tensor]], levels: tuple[int, ...], pool: int, memory: bool,
             gaussian: bool, per_image: int | None = None,
-            seed: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            seed: int = 0, valid: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """One pass over teacher feature batches of the training normals → (patch embeddings
     (M, C) or None, pooled statistics (N, D) or None), on the CPU. ``per_image`` keeps at most that
-    many random positions of each image, so memory stays bounded on large training sets."""
+    many random positions of each image, so memory stays bounded on large training sets. ``valid``
+    (N,H,W bool, in the batches' order): where each frame lies in its padded input; the memory
+    keeps patches of the frame only, not of the mirrored border."""
     g = torch.Generator().manual_seed(seed)
     patches, stats = [], []
+    seen = 0
     for feats in batches:
         feats = [f.float() for f in feats]
+        b = feats[0].shape[0]
         if memory:
             p = patch_embeddings(feats, levels, pool)
-            b, c, h, w = p.shape
+            _, c, h, w = p.shape
             p = p.permute(0, 2, 3, 1).reshape(b, h * w, c).cpu()
-            if per_image is not None and per_image < h * w:
-                keep = torch.stack([torch.randperm(h * w, generator=g)[:per_image] for _ in range(b)])
-                p = torch.gather(p, 1, keep.unsqueeze(-1).expand(-1, -1, c))
-            patches.append(p.reshape(-1, c))
+            keep_pos = None
+            if valid is not None:
+                v = F.interpolate(valid[seen:seen + b, None].float(), size=(h, w), mode="nearest")
+                keep_pos = v.view(b, h * w) > 0.5
+            for j in range(b):
+                rows = p[j] if keep_pos is None else p[j][keep_pos[j]]
+                if per_image is not None and per_image < len(rows):
+                    rows = rows[torch.randperm(len(rows), generator=g)[:per_image]]
+                patches.append(rows)
         if gaussian:
             stats.append(pooled_statistics(feats).cpu())
+        seen += b
     return (torch.cat(patches) if patches else None), (torch.cat(stats) if stats else None)
 
 
@@ -86,9 +97,10 @@ def fit_gaussian(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch: int = 32) -> dict[str, np.ndarray]:
+def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch: int = 32,
+                     valid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Each part's image score on the validation normals: the students' and memory map's top-k
-    (or max, per the config) and the global distance."""
+    (or max, per the config) over the frame's pixels (``valid``), and the global distance."""
     from inspector.nets.discrepancy import image_scores
 
     cfg = model.config
@@ -97,14 +109,16 @@ def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch
     for i in range(0, len(x_val), batch):
         parts = model.components(x_val[i:i + batch].to(device))
         for name, v in parts.items():
-            s = v if v.ndim == 1 else image_scores(v, cfg.score_mode, cfg.topk_fraction)
+            vi = None if valid is None else valid[i:i + batch].to(v.device)
+            s = v if v.ndim == 1 else image_scores(v, cfg.score_mode, cfg.topk_fraction, vi)
             acc.setdefault(name, []).append(s.float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in acc.items()}
 
 
 def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tensor]], x_val: torch.Tensor, device, *,
                 memory: bool, gaussian: bool, coreset_fraction: float = DEFAULT_CORESET_FRACTION,
-                seed: int = 0, n_images: int | None = None, log=None) -> DiscrepancyModel:
+                seed: int = 0, n_images: int | None = None, log=None, valid_train: torch.Tensor | None = None,
+                valid_val: torch.Tensor | None = None) -> DiscrepancyModel:
     """A model with the requested signals fitted on ``train_batches`` (teacher feature batches of
     the training normals; ``n_images`` of them) and the fusion normalised on ``x_val`` (validation
     normals)."""
@@ -112,7 +126,8 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
     new_cfg = replace(cfg, memory_bank_size=0, gaussian=False)
     bank = mean = precision = None
     per_image = max(1, math.ceil(MAX_CANDIDATES / n_images)) if n_images else None
-    patches, stats = collect(train_batches, cfg.memory_levels, cfg.memory_pool, memory, gaussian, per_image, seed) \
+    patches, stats = collect(train_batches, cfg.memory_levels, cfg.memory_pool, memory, gaussian, per_image, seed,
+                             valid_train) \
         if (memory or gaussian) else (None, None)
     if patches is not None:
         bank = greedy_coreset(patches, bank_size(len(patches), coreset_fraction), seed=seed)
@@ -132,7 +147,7 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
         fused.gaussian.precision.copy_(precision)
     if not fused.config.fused:
         return fused
-    parts = validation_parts(fused, x_val, device)
+    parts = validation_parts(fused, x_val, device, valid=valid_val)
     scales = {f"{name}_scale": _positive_mean(v, name) for name, v in parts.items()}
     fused.config = replace(fused.config, **scales)
     if log is not None:

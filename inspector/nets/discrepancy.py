@@ -62,8 +62,14 @@ class AnomalyMapper(nn.Module):
         return self.smooth(self.raw(teacher, students, size)).squeeze(1)
 
 
-def image_scores(maps: torch.Tensor, mode: str = "max", topk_fraction: float = 0.01) -> torch.Tensor:
-    """Image score per map: the maximum, or the mean of the top ``topk_fraction`` of pixels."""
+def image_scores(maps: torch.Tensor, mode: str = "max", topk_fraction: float = 0.01,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Image score per map: the maximum, or the mean of the top ``topk_fraction`` of pixels; with a
+    bool ``valid`` (B,H,W), of the valid pixels only (the frame's part of a padded input)."""
+    if valid is not None:
+        if mode not in ("max", "topk"):
+            raise ValueError(f"unknown score mode {mode!r}; choose 'max' or 'topk'")
+        return torch.stack([image_scores(m[v].view(1, -1), mode, topk_fraction)[0] for m, v in zip(maps, valid)])
     flat = maps.flatten(1)
     if mode == "max":
         return flat.amax(dim=1)

@@ -108,18 +108,33 @@ class DiscrepancyModel(nn.Module):
         parts = self.components(images)
         return self.fuse(parts)
 
-    def fuse(self, parts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Heatmap and score from ``components``' parts (any subset with at least one map)."""
+    def fuse(self, parts: dict[str, torch.Tensor], valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heatmap and score from ``components``' parts (any subset with at least one map); the
+        map part of the score over the ``valid`` pixels when given (see ``content_scores``)."""
         cfg = self.config
         if not cfg.fused:
             maps = parts["student"]
-            return maps, image_scores(maps, cfg.score_mode, cfg.topk_fraction)
+            return maps, image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
         scaled = [parts[name] / getattr(cfg, f"{name}_scale") for name in ("student", "memory") if name in parts]
         maps = scaled[0] if len(scaled) == 1 else (scaled[0] + scaled[1]) / 2.0
-        scores = image_scores(maps, cfg.score_mode, cfg.topk_fraction)
+        scores = image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
         if "gaussian" in parts:
             scores = (scores + parts["gaussian"] / cfg.gaussian_scale) / 2.0
         return maps, scores
+
+    def content_scores(self, maps: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """``fuse``'s scores with the map part taken over the ``valid`` pixels only (B,H,W bool: the
+        frame's part of a padded input), from ``maps_and_scores``' outputs. ``fuse`` adds the map
+        part with weight 1/2 when the global Gaussian is fused (else 1), so the difference between
+        the valid-pixel and whole-map parts carries over with that weight. The exported graph stays
+        one input, one batch of frames."""
+        if valid is None or bool(valid.all()):
+            return scores
+        cfg = self.config
+        whole = image_scores(maps, cfg.score_mode, cfg.topk_fraction)
+        part = image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
+        weight = 0.5 if cfg.fused and cfg.gaussian else 1.0
+        return scores + weight * (part - whole)
 
     def student_state(self) -> dict[str, torch.Tensor]:
         """Everything the checkpoint stores: the students' weights and the signals' buffers."""

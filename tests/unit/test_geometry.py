@@ -110,3 +110,12 @@ def test_geometry_rejects_unknown_modes_and_sizes():
         Geometry(0, 64, "pad")
     with pytest.raises(ValueError):
         Geometry(64, 64, "pad").placement((0, 10))
+
+
+def test_valid_mask_marks_each_frames_part():
+    g = Geometry(32, 64, "pad")
+    ps = [g.placement((32, 64)), g.placement((32, 32))]
+    v = g.valid_mask(ps)
+    assert v.shape == (2, 32, 64)
+    assert v[0].all() and int(v[1].sum()) == 32 * 32 and v[1, :, 16:48].all()
+    assert g.valid_mask([g.placement((64, 128))]) is None  # every frame fills the input

@@ -11,7 +11,7 @@ import torch
 from inspector.checkpoint import CheckpointError, read_manifest
 from inspector.engine import load_engine
 from inspector.nets.signals import GlobalGaussian, PatchMemory, patch_embeddings, pooled_statistics
-from inspector.preprocess import prepare_batch
+from inspector.preprocess import prepare_batch, prepare_placed
 from trainer.fit import FitConfig, fit
 from trainer.metrics import calibrate_threshold
 from trainer.signals import bank_size, fit_gaussian, greedy_coreset
@@ -217,3 +217,32 @@ def test_calibration_refuses_what_it_cannot_do():
         calibrate_threshold(np.ones(5), 0.01, "magic")
     thr, info = calibrate_threshold(np.full(20, 0.7, np.float32), 0.01, "gumbel")  # all equal: just above
     assert thr > 0.7 and info["scale"] == 0.0
+
+
+def test_scores_read_the_frames_part_of_a_padded_input(tiny_checkpoint):
+    """The engine's score of a padded frame equals the fused score computed from the parts over
+    the frame's pixels only (the mirrored border does not count), for max and top-k rules."""
+    import torch
+    from dataclasses import replace
+
+    from inspector.engine import load_engine
+    from inspector.geometry import Geometry
+    from trainer.synthetic import make_image
+
+    engine = load_engine(tiny_checkpoint, "cpu", backend="torch")
+    model = engine.model
+    g = Geometry(64, 64, "pad")
+    engine.geometry = g
+    imgs = [make_image("spot", size=64, width=16, seed=0, index=i)[0] for i in range(3)]
+    imgs.append(make_image(None, size=64, seed=0, index=9)[0])  # fills the input
+    m = engine.manifest
+    for mode in ("max", "topk"):
+        model.config = replace(model.config, score_mode=mode, topk_fraction=0.05)
+        x, placements = prepare_placed(imgs, g, m.mean, m.std)
+        valid = g.valid_mask(placements)
+        _, want = model.fuse(model.components(x), valid)
+        _, whole = model.fuse(model.components(x))
+        maps, got, _ = engine.placed_maps(imgs)
+        assert torch.allclose(got, want, atol=1e-5), mode
+        assert torch.allclose(got[3], whole[3], atol=1e-5)  # nothing padded: unchanged
+        assert not torch.allclose(got[:3], whole[:3])  # padded: the border is not scored

@@ -59,6 +59,13 @@ def prepare_batch(images: Sequence[np.ndarray], geometry: Geometry | int, mean: 
     return prepare_placed(images, geometry, mean, std, device)[0]
 
 
+def unnormalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Inverse of ``normalize``: model inputs back to the unit range."""
+    m = torch.tensor(mean, device=batch.device, dtype=batch.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=batch.device, dtype=batch.dtype).view(1, 3, 1, 1)
+    return batch * s + m
+
+
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     m = torch.tensor(mean, device=batch.device, dtype=batch.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=batch.device, dtype=batch.dtype).view(1, 3, 1, 1)

@@ -28,9 +28,11 @@ from inspector.geometry import RESIZE_MODES, STRIDE, Geometry, choose_input_size
 from inspector.nets.losses import cosine_distillation_loss
 from inspector.nets.model import SIGNALS_PREFIX, DiscrepancyModel, ModelConfig, build_student
 from inspector.nets.teachers import build_teacher
-from inspector.preprocess import as_geometry, prepare_placed
+from inspector.nets.discrepancy import image_scores
+from inspector.preprocess import as_geometry, normalize, prepare_placed, unnormalize
 
 from . import distributed
+from .anomalies import paint
 from .data import data_fingerprint, scan_dataset, split_train_val
 from .metrics import calibrate_threshold, score_stats
 from .signals import DEFAULT_CORESET_FRACTION, fit_signals, fusion_config
@@ -55,6 +57,7 @@ class FitConfig:
     image_size: int = 256  # input side for a square input; with ``resize="pad"`` the input's area is about its square
     input_size: tuple[int, int] | None = None  # (height, width); None: chosen from the training images
     resize: str = "pad"  # pad | stretch (inspector.geometry)
+    selection: str = "synthetic"  # synthetic | loss: how the kept epoch is chosen
     epochs: int = 200
     batch_size: int = 16
     lr: float = 0.005
@@ -164,6 +167,38 @@ def validation_loss(model: DiscrepancyModel, x: torch.Tensor, feats, device, kin
     return total / max(n, 1)
 
 
+SELECTIONS = ("synthetic", "loss")
+
+
+@torch.no_grad()
+def synthetic_separation(model: DiscrepancyModel, x_val: torch.Tensor, f_val, x_syn: torch.Tensor, f_syn,
+                         masks: torch.Tensor, valid: torch.Tensor | None, device, batch: int = 32) -> dict[str, float]:
+    """How well the students' map tells the validation normals from the same normals with
+    synthetic anomalies painted on (``trainer.anomalies``): image AUROC (clean against painted,
+    map maxima over each frame) and pixel AUROC (painted pixels against the rest of the frames)."""
+    from .metrics import image_auroc, pixel_auroc
+
+    model.student.eval()
+    size = tuple(x_val.shape[-2:])
+
+    def maps_of(x, feats):
+        out = []
+        for i in range(0, len(x), batch):
+            tf = [f[i:i + batch].to(device).float() for f in feats] if feats is not None else None
+            t, s = model.features(x[i:i + batch].to(device), tf)
+            out.append(model.mapper(t, s, size).float().cpu())
+        return torch.cat(out)
+
+    clean, painted = maps_of(x_val, f_val), maps_of(x_syn, f_syn)
+    model.student.train()
+    scores = torch.cat([image_scores(clean, "max", valid=valid), image_scores(painted, "max", valid=valid)])
+    labels = np.r_[np.zeros(len(clean), bool), np.ones(len(painted), bool)]
+    where = torch.ones_like(masks) if valid is None else valid
+    img = image_auroc(scores.numpy(), labels)
+    pix = pixel_auroc(painted[where].numpy(), masks[where].numpy())
+    return {"image_auroc": img, "pixel_auroc": pix, "separation": (img + pix) / 2}
+
+
 @torch.no_grad()
 def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32,
                   valid: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +243,7 @@ def _save_state(out: Path, model: DiscrepancyModel, opt: torch.optim.Optimizer, 
             tensors[f"opt.{pid}.{key}"] = val.detach().cpu().contiguous() if torch.is_tensor(val) else torch.tensor(val)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(d / "state.safetensors.tmp"))
-    meta = {"epoch": epoch, "best_epoch": best.get("epoch"), "best_val": best.get("val"),
+    meta = {"epoch": epoch, "best_epoch": best.get("epoch"), "best_val": best.get("val"), "best_key": best.get("key"),
             "param_groups": osd["param_groups"], "history": history}
     (d / "state.json.tmp").write_text(json.dumps(meta))
     (d / "state.safetensors.tmp").replace(d / "state.safetensors")
@@ -230,7 +265,8 @@ def _load_state(out: Path, model: DiscrepancyModel, opt: torch.optim.Optimizer) 
             opt_state.setdefault(int(pid), {})[key] = v
     opt.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
-    best = {"epoch": meta["best_epoch"], "val": meta["best_val"], "state": best_state or None}
+    best = {"epoch": meta["best_epoch"], "val": meta["best_val"], "state": best_state or None,
+            "key": meta.get("best_key", [meta["best_val"]] if meta.get("best_val") is not None else None)}
     return meta["epoch"], best, meta["history"]
 
 
@@ -282,12 +318,26 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     x_val, valid_val = to_batches(val_imgs, geometry, spec.mean, spec.std)
     del train_imgs, val_imgs
 
+    if cfg.selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {cfg.selection!r}")
+    x_syn = syn_masks = None
+    selection = cfg.selection
+    if selection == "synthetic" and len(x_val) < 2:  # painting borrows content from another normal
+        log.warning("selection_by_loss", reason="synthetic anomalies need at least 2 validation images",
+                    val_images=len(x_val))
+        selection = "loss"
+    if selection == "synthetic":
+        painted, syn_masks, _ = paint(unnormalize(x_val, spec.mean, spec.std), seed=cfg.seed, valid=valid_val)
+        x_syn = normalize(painted, spec.mean, spec.std)
+        del painted
+    n_cached = len(x_train) + len(x_val) + (len(x_syn) if x_syn is not None else 0)
     cache = cfg.cache_teacher == "yes" or (
-        cfg.cache_teacher == "auto" and feature_bytes(model, len(x_train) + len(x_val), geometry.hw) < cfg.cache_limit_gb * 2**30)
+        cfg.cache_teacher == "auto" and feature_bytes(model, n_cached, geometry.hw) < cfg.cache_limit_gb * 2**30)
     feat_dtype = torch.float16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
     f_train = teacher_features(model, x_train, device, dtype=feat_dtype) if cache else None
     f_val = teacher_features(model, x_val, device, dtype=feat_dtype) if cache else None
+    f_syn = teacher_features(model, x_syn, device, dtype=feat_dtype) if cache and x_syn is not None else None
     if cache:
         x_train_dev = x_train.to(device) if device.type == "cuda" else x_train
         log.info("teacher_features_cached", images=len(x_train) + len(x_val), seconds=round(time.perf_counter() - t0, 1))
@@ -340,11 +390,19 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         if not ctx.main:
             continue  # rank 0 alone validates, keeps the best epoch and writes
         val = validation_loss(model, x_val, f_val, device, cfg.loss)
-        history.append({"epoch": epoch + 1, "train_loss": running / max(steps, 1), "val_loss": val, "seconds": round(epoch_s, 2)})
+        entry = {"epoch": epoch + 1, "train_loss": running / max(steps, 1), "val_loss": val, "seconds": round(epoch_s, 2)}
+        if x_syn is not None:
+            entry["synthetic"] = synthetic_separation(model, x_val, f_val, x_syn, f_syn, syn_masks, valid_val, device)
+        history.append(entry)
         log.info("epoch", epoch=epoch + 1, train_loss=round(running / max(steps, 1), 5), val_loss=round(val, 5),
-                 images_per_s=round(steps * bs * ctx.world / epoch_s, 1))
-        if val < best["val"]:
-            best = {"epoch": epoch + 1, "val": val, "state": {k: v.detach().cpu().clone() for k, v in model.student.state_dict().items()}}
+                 images_per_s=round(steps * bs * ctx.world / epoch_s, 1),
+                 **({"synthetic_separation": round(entry["synthetic"]["separation"], 4)} if x_syn is not None else {}))
+        # the kept epoch: the best separation of synthetic anomalies (ties: the lower validation
+        # loss), or the lowest validation loss
+        key = (-entry["synthetic"]["separation"], val) if x_syn is not None else (val,)
+        if best.get("key") is None or key < tuple(best["key"]):
+            best = {"epoch": epoch + 1, "val": val, "key": list(key),
+                    "state": {k: v.detach().cpu().clone() for k, v in model.student.state_dict().items()}}
         _save_state(out, model, opt, epoch + 1, best, history)
     if bar is not None:
         bar.close()
@@ -376,10 +434,12 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         loss=cfg.loss, threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
         signals=signals, region_threshold=region_threshold, calibration=calibration,
         metrics={"val_loss": best["val"], "best_epoch": best["epoch"], "val_images": len(x_val),
+                 "selection": selection,
                  "val_false_reject_rate": float(np.mean(scores >= threshold))},
         data_fingerprint=data_fingerprint(train_paths + val_paths),
         training={"epochs": cfg.epochs, "batch_size": bs, "lr": cfg.lr, "betas": list(cfg.betas), "seed": cfg.seed,
                   "val_fraction": cfg.val_fraction, "coreset_fraction": cfg.coreset_fraction,
+                  "selection": selection,
                   "train_images": n, "skipped_images": skipped, "device": str(device),
                   "train_seconds": round(train_seconds, 1), "signals_seconds": round(signals_seconds, 1),
                   "amp": use_amp, "teacher_cache": cache,

@@ -14,7 +14,12 @@ def test_loss_falls_and_threshold_is_calibrated(tiny_checkpoint):
     m = read_manifest(tiny_checkpoint)
     history = m.training["history"]
     assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
-    assert m.metrics["best_epoch"] == int(np.argmin([h["val_loss"] for h in history])) + 1
+    # the kept epoch: best separation of synthetic anomalies on the validation normals, ties to the lower loss
+    assert m.metrics["selection"] == "synthetic"
+    keys = [(-h["synthetic"]["separation"], h["val_loss"]) for h in history]
+    assert m.metrics["best_epoch"] == min(range(len(keys)), key=keys.__getitem__) + 1
+    for h in history:
+        assert 0.0 <= h["synthetic"]["image_auroc"] <= 1.0 and 0.0 <= h["synthetic"]["pixel_auroc"] <= 1.0
     assert m.metrics["val_false_reject_rate"] <= m.target_frr
     assert m.threshold > m.score_stats["max"]  # 0.5 % of a few validation images: above them all
 
@@ -24,6 +29,17 @@ def test_briefly_trained_model_separates_synthetic_defects(tiny_checkpoint, synt
     assert result["image_auroc"] >= 0.9, result
     assert result["pixel_auroc"] >= 0.85, result
     assert set(result["per_type"]) == {"scratch", "spot"}
+
+
+def test_selection_by_loss_keeps_the_lowest_validation_loss(synthetic_data, tmp_path):
+    fit(FitConfig(data=synthetic_data, out=tmp_path / "m", image_size=32, epochs=3, seed=1, progress=False,
+                  max_train_images=16, selection="loss"))
+    m = read_manifest(tmp_path / "m")
+    history = m.training["history"]
+    assert m.metrics["selection"] == "loss" and all("synthetic" not in h for h in history)
+    assert m.metrics["best_epoch"] == int(np.argmin([h["val_loss"] for h in history])) + 1
+    with pytest.raises(ValueError, match="selection"):
+        fit(FitConfig(data=synthetic_data, out=tmp_path / "x", epochs=1, progress=False, selection="best"))
 
 
 def test_resume_continues_where_it_stopped(synthetic_data, tmp_path):
@@ -79,8 +95,9 @@ def test_a_single_training_image_is_a_clear_error(tmp_path):
 
 
 def test_mixed_aspect_ratios_and_images_smaller_than_the_input_train(tmp_path):
-    """Documented behaviour: every image is resized to the model input, whatever its shape; smaller
-    ones are enlarged (bilinear). The model's input size is recorded in the manifest."""
+    """Documented behaviour: the input takes the training images' median aspect ratio; every image
+    is scaled into it without distortion (the rest mirrored), smaller ones enlarged (bilinear). The
+    model's input is recorded in the manifest."""
     from trainer.synthetic import make_image
 
     rng = np.random.default_rng(0)
@@ -93,4 +110,5 @@ def test_mixed_aspect_ratios_and_images_smaller_than_the_input_train(tmp_path):
     data = _folder(tmp_path, images)
     summary = fit(FitConfig(data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False))
     m = read_manifest(tmp_path / "m")
-    assert summary["train_images"] + m.metrics["val_images"] == 12 and m.image_size == 32
+    assert summary["train_images"] + m.metrics["val_images"] == 12
+    assert m.geometry is not None and m.geometry.resize == "pad" and summary["input"] == f"{m.geometry.width}x{m.geometry.height} pad"

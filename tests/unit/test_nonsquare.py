@@ -139,11 +139,3 @@ def test_mixed_and_small_training_images_have_a_defined_geometry(tmp_path, caplo
     assert out["input"] == "160x64 pad"  # 3:1 at about 96^2 pixels, snapped to multiples of 32
     with pytest.raises(ValueError, match="multiple of 32"):
         fit(FitConfig(data=tmp_path / "mixed", out=tmp_path / "d", input_size=(60, 100), epochs=1, progress=False))
-
-
-def test_a_single_training_image_is_a_clear_error(tmp_path):
-    from trainer.fit import FitConfig, fit
-
-    _write(tmp_path / "one" / "train" / "good", [make_image(size=64, width=128, seed=1)[0]])
-    with pytest.raises(ValueError, match="not enough usable normal images"):
-        fit(FitConfig(data=tmp_path / "one", out=tmp_path / "c", epochs=1, progress=False))

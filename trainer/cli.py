@@ -18,7 +18,7 @@ def _fit(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, method=args.method, variant=args.variant, teacher=args.teacher,
         teacher_weights=args.teacher_weights, image_size=args.image_size, epochs=args.epochs,
         input_size=parse_size(args.input_size) if args.input_size else None, resize=args.resize,
-        selection=args.selection,
+        selection=args.selection, synthetic_train=args.synthetic_train,
         batch_size=args.batch_size, lr=args.lr, betas=(args.beta1, args.beta2), loss=args.loss, seed=args.seed,
         val_fraction=args.val_fraction, target_frr=args.target_frr, calibration=args.calibration,
         score_mode=args.score_mode, topk_fraction=args.topk_fraction, memory_bank=args.memory_bank,
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pad: scale each frame without distortion and mirror it into the rest of the input; "
                         "stretch: resize to the input whatever the frame's shape (models before aspect support)")
     f.add_argument("--epochs", type=int, default=200)
+    f.add_argument("--synthetic-train", type=float, default=_fit_default("synthetic_train"), metavar="SHARE",
+                   help="share of each training batch given synthetic anomalies, with the clean image's teacher "
+                        "features as the target, so the students learn not to reproduce anomalies (0: off)")
     f.add_argument("--selection", choices=["synthetic", "loss"], default="synthetic",
                    help="which epoch is kept: synthetic = the one whose students' map best separates the "
                         "validation normals from copies with synthetic anomalies painted on (trainer.anomalies); "

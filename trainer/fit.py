@@ -58,6 +58,7 @@ class FitConfig:
     input_size: tuple[int, int] | None = None  # (height, width); None: chosen from the training images
     resize: str = "pad"  # pad | stretch (inspector.geometry)
     selection: str = "synthetic"  # synthetic | loss: how the kept epoch is chosen
+    synthetic_train: float = 0.0  # share of each batch given painted anomalies, clean features as the target
     epochs: int = 200
     batch_size: int = 16
     lr: float = 0.005
@@ -197,6 +198,22 @@ def synthetic_separation(model: DiscrepancyModel, x_val: torch.Tensor, f_val, x_
     img = image_auroc(scores.numpy(), labels)
     pix = pixel_auroc(painted[where].numpy(), masks[where].numpy())
     return {"image_auroc": img, "pixel_auroc": pix, "separation": (img + pix) / 2}
+
+
+@torch.no_grad()
+def painted_inputs(model: DiscrepancyModel, xb: torch.Tensor, tf: list[torch.Tensor], n_paint: int, seed: int,
+                   spec, valid: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The first ``n_paint`` images of a training batch with synthetic anomalies painted on (the
+    rest of the batch lends content), and the teacher's features of the painted batch."""
+    unit = unnormalize(xb[:n_paint + 1].float().cpu(), spec.mean, spec.std)
+    if len(unit) < 2:
+        unit = unnormalize(xb.float().cpu(), spec.mean, spec.std)
+    painted, _, _ = paint(unit, seed=seed, valid=None if valid is None else valid[:len(unit)].cpu())
+    x_in = xb.clone()
+    x_in[:n_paint] = normalize(painted[:n_paint], spec.mean, spec.std).to(xb.device, xb.dtype)
+    tf_painted = model.teacher(x_in[:n_paint])
+    tf_in = [torch.cat([p.to(t.dtype), t[n_paint:]]) for p, t in zip(tf_painted, tf)]
+    return x_in, tf_in
 
 
 @torch.no_grad()
@@ -353,6 +370,9 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     use_amp = cfg.amp and device.type == "cuda"
     n = len(x_train)
     bs = min(cfg.batch_size, max(1, n // ctx.world))  # per process
+    if not 0.0 <= cfg.synthetic_train <= 1.0:
+        raise ValueError(f"synthetic_train must be in [0, 1], got {cfg.synthetic_train}")
+    n_paint = min(bs, int(round(cfg.synthetic_train * bs))) if bs >= 2 else 0
     steps = n // (bs * ctx.world)  # drop the last partial batch: tiny batches destabilise batch norm
     trained = distributed.wrap(model.student, ctx, device)
     model.student.train()
@@ -376,7 +396,14 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                 if tf is None:
                     with torch.no_grad():
                         tf = model.teacher(xb)
-                loss = cosine_distillation_loss(tf, trained(xb, tf), cfg.loss)
+                x_in, tf_in = xb, tf
+                if n_paint:
+                    seed = (cfg.seed * 1_000_003 + epoch) * 100_003 + step
+                    x_in, tf_in = painted_inputs(model, xb, tf, n_paint, seed, spec,
+                                                 None if valid_train is None else valid_train[idx])
+                # the target is always the teacher's view of the clean image: a student that
+                # reproduces a painted anomaly is penalised for it
+                loss = cosine_distillation_loss(tf, trained(x_in, tf_in), cfg.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -439,7 +466,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         data_fingerprint=data_fingerprint(train_paths + val_paths),
         training={"epochs": cfg.epochs, "batch_size": bs, "lr": cfg.lr, "betas": list(cfg.betas), "seed": cfg.seed,
                   "val_fraction": cfg.val_fraction, "coreset_fraction": cfg.coreset_fraction,
-                  "selection": selection,
+                  "selection": selection, "synthetic_train": cfg.synthetic_train,
                   "train_images": n, "skipped_images": skipped, "device": str(device),
                   "train_seconds": round(train_seconds, 1), "signals_seconds": round(signals_seconds, 1),
                   "amp": use_amp, "teacher_cache": cache,

@@ -42,6 +42,34 @@ def test_selection_by_loss_keeps_the_lowest_validation_loss(synthetic_data, tmp_
         fit(FitConfig(data=synthetic_data, out=tmp_path / "x", epochs=1, progress=False, selection="best"))
 
 
+def test_training_on_painted_anomalies_runs_and_is_recorded(synthetic_data, tmp_path):
+    import torch
+
+    from inspector.nets.teachers import build_teacher
+    from trainer.fit import painted_inputs
+
+    summary = fit(FitConfig(data=synthetic_data, out=tmp_path / "m", image_size=32, epochs=2, seed=1, progress=False,
+                            max_train_images=16, synthetic_train=0.5))
+    assert read_manifest(tmp_path / "m").training["synthetic_train"] == 0.5 and summary["best_epoch"] in (1, 2)
+    # the painted share gets the teacher's features of the painted image; the rest is untouched
+    m = read_manifest(tmp_path / "m")
+    teacher = build_teacher(m.teacher)
+    x = torch.randn(4, 3, 32, 32)
+    tf = teacher(x)
+
+    class _M:
+        pass
+
+    model = _M()
+    model.teacher = teacher
+    x_in, tf_in = painted_inputs(model, x, tf, 2, seed=0, spec=teacher.spec, valid=None)
+    assert not torch.equal(x_in[:2], x[:2]) and torch.equal(x_in[2:], x[2:])
+    for a, b in zip(tf_in, tf):
+        assert torch.equal(a[2:], b[2:]) and not torch.equal(a[:2], b[:2])
+    with pytest.raises(ValueError, match="synthetic_train"):
+        fit(FitConfig(data=synthetic_data, out=tmp_path / "x", epochs=1, progress=False, synthetic_train=1.5))
+
+
 def test_resume_continues_where_it_stopped(synthetic_data, tmp_path):
     base = dict(data=synthetic_data, out=tmp_path / "m", image_size=32, seed=1, progress=False, max_train_images=16)
     fit(FitConfig(**base, epochs=1))

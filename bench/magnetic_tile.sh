@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Accuracy table on magnetic_tile (256 px, efficientnet_lite0 teacher): RD, DSKD and its ablations.
-# Usage: bash bench/magnetic_tile.sh [EPOCHS] [OUT_DIR] [RUNS...]
+# Usage: [FIT_ARGS="--resize stretch ..."] bash bench/magnetic_tile.sh [EPOCHS] [OUT_DIR] [RUNS...]
 # Each run: trainer fit (its defaults: students + patch memory + global Gaussian, fitted threshold)
 # (RUN-students: without signals, as before them) → trainer evaluate (report folder with metrics.json, ROC, heatmaps) → bench/signal_ablation.py
 # (every part and rule of the fused model scored side by side: OUT/RUN/ablation.md).
@@ -23,7 +23,8 @@ for run in $RUNS; do
   esac
   [ "$base" = "$run" ] || args+=(--no-memory-bank --no-global-gaussian --calibration empirical)
   mkdir -p "$OUT/$run"; start=$(date +%s)
-  trainer fit --data "$DATA" --out "$OUT/$run/checkpoint" --epochs "$EPOCHS" --no-progress "${args[@]}" \
+  # shellcheck disable=SC2086  # FIT_ARGS: extra `trainer fit` options for an ablation row, word-split on purpose
+  trainer fit --data "$DATA" --out "$OUT/$run/checkpoint" --epochs "$EPOCHS" --no-progress "${args[@]}" ${FIT_ARGS:-} \
       | tail -n 1 > "$OUT/$run/fit.json"
   trainer evaluate --checkpoint "$OUT/$run/checkpoint" --data "$DATA" --report "$OUT/$run/report" | tail -n 1 > "$OUT/$run/eval.json"
   if python -c "import json,sys; sys.exit(json.load(open('$OUT/$run/checkpoint/manifest.json')).get('signals') is None)"; then

@@ -72,8 +72,8 @@ def collect(batches: Iterable[list[torch.Tensor]], levels: tuple[int, ...], pool
             _, c, h, w = p.shape
             p = p.permute(0, 2, 3, 1).reshape(b, h * w, c).cpu()
             keep_pos = None
-            if valid is not None:
-                v = F.interpolate(valid[seen:seen + b, None].float(), size=(h, w), mode="nearest")
+            if valid is not None:  # a patch whose cell holds any frame pixel (edge cells see the border too)
+                v = F.adaptive_max_pool2d(valid[seen:seen + b, None].float(), (h, w))
                 keep_pos = v.view(b, h * w) > 0.5
             for j in range(b):
                 rows = p[j] if keep_pos is None else p[j][keep_pos[j]]

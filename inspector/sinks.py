@@ -10,7 +10,8 @@ bounded queue with short socket timeouts, and after a failure they are skipped (
 ``redis_retry_after_s``, so a dead or slow Redis never delays a verdict or an offset commit.
 
 Redis layout (documented in the README):
-- ``inspector:heatmap:<frame_id>``: 8-bit gray PNG of the anomaly map at model resolution,
+- ``inspector:heatmap:<frame_id>``: 8-bit gray PNG of the frame's part of the anomaly map at model
+  resolution (the frame's aspect ratio),
   pixel = round(clip(map / threshold, 0, 2) * 127.5) (so 128 ~ the engine's region threshold), TTL
   ``heatmap_ttl_s``.
 - ``inspector:camera:<camera_id>:latest``: list of that camera's latest frame ids, newest first,

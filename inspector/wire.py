@@ -205,7 +205,10 @@ class Region(_Wire):
 
 
 class Mask(_Wire):
-    """Binary defect mask at reduced resolution: row-major bits, numpy.packbits (MSB first), base64."""
+    """Binary defect mask at reduced resolution: row-major bits, numpy.packbits (MSB first), base64.
+
+    The cells span the whole frame whatever its shape: cell (r, c) of an h×w mask covers rows
+    r·H/h to (r+1)·H/h and columns c·W/w to (c+1)·W/w of an H×W frame."""
 
     encoding: Literal["packbits-base64"] = "packbits-base64"
     height: int = Field(ge=1)

@@ -16,10 +16,10 @@ import torch
 
 from .checkpoint import CheckpointError, Manifest, manifest_sha256, read_manifest, read_weights
 from .fastpath import FastPath, build_runner, choose, fallback
+from .geometry import Geometry, Placement
 from .nets.model import DiscrepancyModel, ModelConfig, build_student
 from .nets.teachers import TeacherWeightsError, build_teacher
 from .onnx_cache import OnnxCache, cache_key
-from .geometry import Geometry, Placement
 from .preprocess import prepare_placed
 from .regions import Region, find_regions, reduced_masks
 
@@ -134,7 +134,7 @@ class Engine:
         for i, image in enumerate(images):
             score = float(scores_np[i])
             defect = score >= thr
-            heat = self.geometry.frame_map(heatmaps[i], placements[i])
+            heat = np.ascontiguousarray(self.geometry.frame_map(heatmaps[i], placements[i]))
             regions = find_regions(heat, region_thr, image.shape[:2], self.min_region_area) if defect else []
             out.append(Inspection(score=score, defect=defect, regions=regions, mask=masks[i], heatmap=heat))
         return out

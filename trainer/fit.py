@@ -58,7 +58,7 @@ class FitConfig:
     input_size: tuple[int, int] | None = None  # (height, width); None: chosen from the training images
     resize: str = "pad"  # pad | stretch (inspector.geometry)
     selection: str = "synthetic"  # synthetic | loss: how the kept epoch is chosen
-    synthetic_train: float = 0.0  # share of each batch given painted anomalies, clean features as the target
+    synthetic_train: float = 0.5  # share of each batch given painted anomalies, clean features as the target
     epochs: int = 200
     batch_size: int = 16
     lr: float = 0.005
@@ -125,7 +125,7 @@ def input_geometry(cfg: FitConfig, frame_sizes: list[tuple[int, int]], log) -> G
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {cfg.resize!r}")
     if cfg.input_size is not None:
         h, w = cfg.input_size
-        if h % STRIDE or w % STRIDE:
+        if cfg.resize == "pad" and (h % STRIDE or w % STRIDE):  # stretch: older square sizes stay valid
             raise ValueError(f"input size {w}x{h} must be a multiple of {STRIDE} on both sides")
     elif cfg.resize == "stretch":
         h = w = cfg.image_size

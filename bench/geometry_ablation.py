@@ -8,6 +8,8 @@ rule, the same test set, only the placement differs. Rows (``MODE:HxW``):
 * ``pad`` — scale to fit without distortion, mirror into the rest; scores read the frame's part
   (the product's ``pad``, ``inspector.geometry``);
 * ``padfull`` — ``pad``, but the score reads the whole input, mirrored border included;
+* ``padframe`` — ``pad``, and the Gaussian's statistics pooled over the frame's cells only (the
+  product pools them over the whole input: the exported graph has one input);
 * ``crop`` — scale to cover without distortion, cut the centre (the frame's edges are lost).
 
 Pixel AUROC is measured in each test image's own pixels (maps mapped back, at half resolution),
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from inspector.decode import read_image
 from inspector.geometry import Geometry, Placement
 from inspector.nets.discrepancy import AnomalyMapper
-from inspector.nets.signals import GlobalGaussian, PatchMemory
+from inspector.nets.signals import GlobalGaussian, PatchMemory, pooled_statistics
 from inspector.nets.teachers import build_teacher
 from inspector.preprocess import normalize, to_unit_tensor
 from trainer.data import load_sample, scan_dataset, split_train_val
@@ -53,9 +55,21 @@ def place_crop(t: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, Placement
     return r[:, y0:y0 + h, x0:x0 + w], Placement((fh, fw), 0, h, 0, w)
 
 
+def frame_statistics(feats, placements, h, w) -> torch.Tensor:
+    """Pooled statistics of each image over the teacher cells that hold its frame."""
+    rows = []
+    for j, p in enumerate(placements):
+        cut = []
+        for f in feats:
+            fh, fw = f.shape[-2:]
+            cut.append(f[j:j + 1, :, p.y0 * fh // h:math.ceil(p.y1 * fh / h), p.x0 * fw // w:math.ceil(p.x1 * fw / w)])
+        rows.append(pooled_statistics(cut))
+    return torch.cat(rows)
+
+
 def batches(paths, mode, h, w, teacher, batch=16):
     """Teacher features, valid masks, placements and frame sizes, a batch at a time."""
-    g = Geometry(h, w, "stretch" if mode == "stretch" else "pad")
+    g = Geometry(h, w, "stretch" if mode.startswith("stretch") else "pad")
     spec = teacher.spec
     for i in range(0, len(paths), batch):
         placed, shapes = [], []
@@ -74,12 +88,16 @@ def run(spec: str, index, train, val, teacher) -> dict:
     mode, size = spec.split(":")
     h, w = (int(v) for v in size.lower().split("x"))
     t0 = time.perf_counter()
-    feats, valids = [], []
-    for f, v, _, _ in batches(train, mode, h, w, teacher):
+    feats, valids, frame_stats = [], [], []
+    for f, v, ps, _ in batches(train, mode, h, w, teacher):
         feats.append(f)
         valids.append(v if v is not None else torch.ones(len(f[0]), h, w, dtype=torch.bool))
+        if mode == "padframe":
+            frame_stats.append(frame_statistics(f, ps, h, w))
     per_image = max(1, math.ceil(MAX_CANDIDATES / len(train)))
     patches, stats = collect(iter(feats), (2,), 3, True, True, per_image, 0, torch.cat(valids))
+    if mode == "padframe":
+        stats = torch.cat(frame_stats)
     del feats
     bank = greedy_coreset(patches, bank_size(len(patches), DEFAULT_CORESET_FRACTION))
     memory = PatchMemory(len(bank), bank.shape[1], (2,), 3)
@@ -95,7 +113,11 @@ def run(spec: str, index, train, val, teacher) -> dict:
         for f, valid, ps, shapes in batches(paths, mode, h, w, teacher):
             with torch.no_grad():
                 m = mapper.smooth(F.interpolate(memory(f), size=(h, w), mode="bilinear", align_corners=False)).squeeze(1)
-                glob.append(gauss(f).numpy())
+                if mode == "padframe":
+                    d = frame_statistics(f, ps, h, w) - gauss.mean
+                    glob.append(((d @ gauss.precision) * d).sum(dim=1).clamp_min(0).sqrt().numpy())
+                else:
+                    glob.append(gauss(f).numpy())
             for j, p in enumerate(ps):
                 mem.append(float(m[j][valid[j]].max() if valid is not None else m[j].max()))
                 fm = m[j, p.y0:p.y1, p.x0:p.x1].numpy()

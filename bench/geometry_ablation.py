@@ -114,8 +114,7 @@ def run(spec: str, index, train, val, teacher) -> dict:
             with torch.no_grad():
                 m = mapper.smooth(F.interpolate(memory(f), size=(h, w), mode="bilinear", align_corners=False)).squeeze(1)
                 if mode == "padframe":
-                    d = frame_statistics(f, ps, h, w) - gauss.mean
-                    glob.append(((d @ gauss.precision) * d).sum(dim=1).clamp_min(0).sqrt().numpy())
+                    glob.append(gauss.distance(frame_statistics(f, ps, h, w)).numpy())
                 else:
                     glob.append(gauss(f).numpy())
             for j, p in enumerate(ps):

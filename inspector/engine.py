@@ -122,8 +122,7 @@ class Engine:
             return []
         maps, scores, placements = self.placed_maps(images)
         thr, region_thr = self.threshold, self.region_threshold
-        whole = all(p.content_hw == self.geometry.hw for p in placements)
-        if whole:  # every frame fills the input: one pooling call for the batch
+        if self.geometry.fills(placements):  # one pooling call for the batch
             masks = list(reduced_masks(maps, region_thr, self.mask_size))
         else:
             masks = [reduced_masks(self.geometry.frame_map(maps[i:i + 1], p), region_thr, self.mask_size)[0]

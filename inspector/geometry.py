@@ -90,9 +90,13 @@ class Geometry:
             return resized, p
         return _mirror_pad(resized, p.y0, self.height - p.y1, p.x0, self.width - p.x1), p
 
+    def fills(self, placements: Sequence[Placement]) -> bool:
+        """Every frame fills the input: nothing is padded."""
+        return all(p.content_hw == self.hw for p in placements)
+
     def valid_mask(self, placements: Sequence[Placement], device: torch.device | str = "cpu") -> torch.Tensor | None:
         """(B,H,W) bool: where each frame lies in its input; None when every frame fills it."""
-        if all(p.content_hw == self.hw for p in placements):
+        if self.fills(placements):
             return None
         mask = torch.zeros((len(placements), self.height, self.width), dtype=torch.bool, device=device)
         for i, p in enumerate(placements):

@@ -205,9 +205,7 @@ def painted_inputs(model: DiscrepancyModel, xb: torch.Tensor, tf: list[torch.Ten
                    spec, valid: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The first ``n_paint`` images of a training batch with synthetic anomalies painted on (the
     rest of the batch lends content), and the teacher's features of the painted batch."""
-    unit = unnormalize(xb[:n_paint + 1].float().cpu(), spec.mean, spec.std)
-    if len(unit) < 2:
-        unit = unnormalize(xb.float().cpu(), spec.mean, spec.std)
+    unit = unnormalize(xb[:n_paint + 1].float().cpu(), spec.mean, spec.std)  # >= 2 images: n_paint > 0 needs bs >= 2
     painted, _, _ = paint(unit, seed=seed, valid=None if valid is None else valid[:len(unit)].cpu())
     x_in = xb.clone()
     x_in[:n_paint] = normalize(painted[:n_paint], spec.mean, spec.std).to(xb.device, xb.dtype)
@@ -227,8 +225,7 @@ def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int =
         maps, s = model.maps_and_scores(x[i:i + batch].to(device))
         v = None if valid is None else valid[i:i + batch].to(maps.device)
         scores.append(model.content_scores(maps, s, v).float().cpu())
-        peaks.append((maps.flatten(1) if v is None else maps.masked_fill(~v, float("-inf")).flatten(1))
-                     .amax(dim=1).float().cpu())
+        peaks.append(image_scores(maps, "max", valid=v).float().cpu())
     if not scores:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     return torch.cat(scores).numpy(), torch.cat(peaks).numpy()

@@ -84,5 +84,9 @@ class GlobalGaussian(nn.Module):
         self.register_buffer("precision", torch.eye(dim))
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        d = pooled_statistics(feats) - self.mean
+        return self.distance(pooled_statistics(feats))
+
+    def distance(self, stats: torch.Tensor) -> torch.Tensor:
+        """Mahalanobis distance of pooled statistics (B, D) to the normals' Gaussian."""
+        d = stats - self.mean
         return ((d @ self.precision) * d).sum(dim=1).clamp_min(0).sqrt()

@@ -34,7 +34,7 @@ MAX_MANIFEST_BYTES = 1 << 20
 REFUSAL_REASONS = frozenset({
     "manifest_missing", "manifest_invalid", "manifest_hash", "weights_missing", "weights_hash",
     "weights_unreadable", "weights_mismatch", "teacher", "name_mismatch", "smoke_failed", "location",
-    "invalid_update", "key_mismatch", "invalid",
+    "invalid_update", "key_mismatch", "invalid", "signature", "replay", "rollback",
 })
 
 
@@ -123,6 +123,14 @@ class Manifest(BaseModel):
     data_fingerprint: str = ""
     training: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: str = ""
+
+    def created(self) -> datetime | None:
+        """``created_at`` as a time (None when it is not ISO 8601): the order of checkpoints."""
+        try:
+            t = datetime.fromisoformat(self.created_at)
+        except (TypeError, ValueError):
+            return None
+        return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
     def input_geometry(self) -> Geometry:
         g = self.geometry

@@ -1,14 +1,14 @@
-"""`inspector serve | score | publish | tail | schemas`."""
+"""`inspector serve | score | publish | tail | schemas | verify`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import camera, score, serve, tail, wire
+from . import camera, score, serve, tail, verify, wire
 from .logging_setup import configure_logging
 
-COMMANDS = (serve, score, camera, tail, wire)
+COMMANDS = (serve, score, camera, tail, wire, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,20 @@ def frames_from(data: Path | None, n: int, seed: int) -> list[tuple[bytes, str, 
              kinds[i % len(kinds)] or "good") for i in range(n)]
 
 
+def sign_for_demo(out: Path) -> str:
+    """Sign the demo checkpoint as the trainer would (a key pair of the demo's own, kept in
+    OUT/keys); returns the public key file the worker is told to trust."""
+    from inspector.rollout import update_for_checkpoint
+    from inspector.signing import generate_key_pair, load_private_key, sign, write_statement
+
+    keys = out / "keys"
+    if not (keys / "model-signing.key").exists():
+        generate_key_pair(keys)
+    key = load_private_key((keys / "model-signing.key").read_bytes())
+    write_statement(out / "checkpoint", sign(update_for_checkpoint(out / "checkpoint"), key))
+    return str(keys / "model-signing.pub")
+
+
 def wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,9 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"held-out test set: image AUROC {metrics['image_auroc']:.3f}, pixel AUROC {metrics['pixel_auroc']:.3f}, "
             f"AUPRO {metrics['aupro']:.3f} (report in {out / 'report'})")
 
+        trusted = sign_for_demo(out)
+        say("checkpoint signed (Ed25519); the worker trusts only that key")
         port = free_port()
         env = dict(os.environ, INSPECTOR_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, INSPECTOR_REDIS_URL=redis_srv.url,
                    INSPECTOR_CHECKPOINT=str(out / "checkpoint"), INSPECTOR_HTTP_PORT=str(port),
+                   INSPECTOR_MODEL_TRUSTED_KEYS=trusted, INSPECTOR_MODELS_DIR=str(out),
                    INSPECTOR_KAFKA_SESSION_TIMEOUT_MS="6000", INSPECTOR_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
                    INSPECTOR_WORKER_ID="demo-worker", INSPECTOR_MAX_DELAY_MS="50")
         log = open(out / "worker.log", "w")

@@ -91,6 +91,10 @@ class Metrics:
             "inspector_model_info", "1 for the model version being served.", ["model", "version"], registry=r
         )
         self.model_loads = Counter("inspector_model_loads_total", "Model versions loaded.", ["model"], registry=r)
+        self.trusted_keys = Gauge(
+            "inspector_model_trusted_keys",
+            "Public keys model updates must be signed with (0: updates are not signature-checked).", registry=r,
+        )
         self.model_refused = Counter(
             "inspector_model_refused_total",
             "Model updates or starting checkpoints refused, by reason (checkpoint.REFUSAL_REASONS).",
@@ -109,6 +113,7 @@ class HealthServer:
         metrics: Metrics,
         ready: Callable[[], bool],
         alive: Callable[[], bool] = lambda: True,
+        detail: Callable[[], list[str]] = list,
     ) -> None:
         registry = metrics.registry
 
@@ -120,6 +125,8 @@ class HealthServer:
                 elif path in ("/healthz", "/readyz"):
                     ok = alive() if path == "/healthz" else ready()
                     body, ctype, code = (b"ok\n" if ok else b"not ready\n"), "text/plain", 200 if ok else 503
+                    if path == "/readyz":  # warnings an operator should see where they look first
+                        body += "".join(f"warning: {line}\n" for line in detail()).encode()
                 else:
                     body, ctype, code = b"not found\n", "text/plain", 404
                 self.send_response(code)

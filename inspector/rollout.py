@@ -2,20 +2,29 @@
 
 The control topic (default ``inspector.models``) is compacted: key = model name, value = a
 ``ModelUpdate`` JSON naming a checkpoint directory and the sha256 of its manifest. At start the
-worker reads it to the end and loads the latest update of each model; ``INSPECTOR_CHECKPOINT``
-serves a model the topic does not name. Afterwards a background thread follows the topic, loads
-each new version off the inference path, verifies it (manifest hash, name/version, weights hash
-via ``load_engine``, one smoke inference) and installs it. The inference thread takes the engine
-reference once per batch, so a swap always happens between batches. A refused update is logged
-and counted; the old engine keeps serving.
+worker reads it to the end and loads the newest acceptable update of each model;
+``INSPECTOR_CHECKPOINT`` serves a model the topic does not name. Afterwards a background thread
+follows the topic, loads each new version off the inference path, verifies it and installs it. The
+inference thread takes the engine reference once per batch, so a swap always happens between
+batches. A refused update is logged and counted; the old engine keeps serving.
+
+Checks, in order, each with its refusal reason: the location resolves inside
+``INSPECTOR_MODELS_DIR`` (``location``); with trusted keys, the update is signed by one of them
+(``signature``, ``inspector.signing``); the manifest is the announced one (``manifest_hash``); the
+update was issued after the one the live model came with (``replay``) and, unless it is a
+rollback, the checkpoint is not older than the live one (``rollback``); then the weights hash,
+the teacher and one smoke inference (``engine.load_engine``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +34,18 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from pydantic import ValidationError
 
+from inspector.checkpoint import CheckpointError, Manifest, manifest_sha256, read_manifest, refusal_reason
 from inspector.observability import Metrics
 from inspector.settings import Settings
+from inspector.signing import SignatureError, TrustedKeys, read_statement, statement_matches, verify
 from inspector.wire import ModelUpdate
 
 Loader = Callable[..., Any]  # engine.load_engine
+
+#: Updates per model kept while reading the control topic at start (the newest valid one wins).
+BOOTSTRAP_CANDIDATES = 16
+#: The trainer's record of its last published update, in ``MODELS_DIR/<model>/`` (trainer/refresh.py).
+PUBLISHED_RECORD = "published.json"
 
 
 class ModelRegistry:
@@ -80,26 +96,71 @@ class ModelRegistry:
 
 
 def resolve_location(location: str, models_dir: Path) -> Path:
-    """Checkpoint location → local directory (absolute path, file:// URL, or relative to models_dir)."""
+    """Checkpoint location → a directory inside ``models_dir``, the only place updates may point.
+
+    A relative path is taken from ``models_dir``; an absolute path or ``file://`` URL is allowed
+    when it lies inside it. Symlinks and ``..`` are followed first, so neither leads out."""
     if location.startswith("file://"):
-        return Path(location[len("file://"):])
-    if "://" in location:
+        location = location[len("file://"):]
+    elif "://" in location:
         raise ValueError(f"unsupported checkpoint location scheme: {location.split('://', 1)[0]}")
+    if not location or "\x00" in location:
+        raise ValueError("empty or malformed checkpoint location")
+    root = Path(models_dir).resolve()
     path = Path(location)
-    return path if path.is_absolute() else models_dir / path
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"checkpoint location {location!r} resolves to {resolved}, outside the models "
+                         f"directory {root} (INSPECTOR_MODELS_DIR)")
+    return resolved
 
 
-def update_for_checkpoint(checkpoint_dir: str | Path) -> ModelUpdate:
-    """A ModelUpdate announcing a checkpoint directory (used by the trainer's promotion and tests)."""
-    from inspector.checkpoint import manifest_sha256, read_manifest
+@dataclass(frozen=True)
+class Release:
+    """What the served version of a model came with: the order in which updates may follow."""
 
+    version: str
+    created_at: datetime | None
+    published_at: float | None
+
+    @classmethod
+    def of(cls, manifest: Manifest, published_at: float | None) -> Release:
+        return cls(manifest.version, manifest.created(), published_at)
+
+
+def ordering_refusal(live: Release | None, update: ModelUpdate, manifest: Manifest) -> CheckpointError | None:
+    """Why ``update`` may not replace the live release (None: it may).
+
+    An update issued no later than the live one's is a replay, whatever it names; a checkpoint
+    created before the live one is a rollback, allowed only when the update says so (and, with
+    trusted keys, the trainer signed that). Unknown times are not compared."""
+    if live is None or live.version == update.version:
+        return None
+    if update.published_at is not None and live.published_at is not None and update.published_at <= live.published_at:
+        return CheckpointError(
+            f"update for {update.name}/{update.version} was issued at {update.published_at:.0f} ms, not after "
+            f"the update of the live version {live.version} ({live.published_at:.0f} ms): a replayed or stale update",
+            "replay")
+    created = manifest.created()
+    if created is not None and live.created_at is not None and not update.rollback:
+        if created < live.created_at:
+            return CheckpointError(
+                f"checkpoint {update.version} (created {manifest.created_at}) is older than the live version "
+                f"{live.version} (created {live.created_at.isoformat()}) and the update is not a rollback "
+                "(`trainer refresh --adopt` marks and signs one)", "rollback")
+    return None
+
+
+def update_for_checkpoint(checkpoint_dir: str | Path, *, rollback: bool = False) -> ModelUpdate:
+    """An unsigned ModelUpdate announcing a checkpoint directory (the trainer signs it; tests)."""
     manifest = read_manifest(checkpoint_dir)
     return ModelUpdate(
         name=manifest.name,
         version=manifest.version,
         checkpoint=str(Path(checkpoint_dir).resolve()),
         manifest_sha256=manifest_sha256(checkpoint_dir),
-        published_at=time.time() * 1000,
+        published_at=float(int(time.time() * 1000)),
+        rollback=rollback,
     )
 
 
@@ -131,16 +192,19 @@ def ensure_control_topic(settings: Settings) -> None:
 class Rollout:
     """Loads the starting models and follows the control topic."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: Metrics, loader: Loader) -> None:
+    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: Metrics, loader: Loader,
+                 trusted: TrustedKeys | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
+        self.trusted = trusted if trusted is not None else TrustedKeys.parse(settings.model_trusted_keys)
         self._load = loader
         self._log = structlog.get_logger("inspector.rollout")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
-        self._seen: dict[str, tuple[str, str]] = {}  # name -> (version, sha) last handled
+        self._seen: dict[str, tuple[object, ...]] = {}  # name -> the last update handled
+        self._live: dict[str, Release] = {}  # name -> what the served version came with
 
     # -- loading ----------------------------------------------------------------------------
     def _load_verified(self, path: Path, expected_sha: str | None) -> Any:
@@ -160,8 +224,6 @@ class Rollout:
         h, w = engine.geometry.hw
         probe = engine.infer([np.full((h, w, 3), 128, dtype=np.uint8)])
         if len(probe) != 1 or not math.isfinite(float(probe[0].score)):
-            from inspector.checkpoint import CheckpointError
-
             raise CheckpointError("smoke inference gave no finite score", "smoke_failed")
         # first calls at a new batch shape are slow (kernel selection, allocator): pay it here,
         # off the serving path, rather than in the first frames' latency
@@ -173,24 +235,42 @@ class Rollout:
             engine.warm_up(s.max_batch)  # a compiled model: every batch-size bucket, before serving
         return engine
 
+    def _refuse(self, model: str, exc: BaseException, log: Any, event: str = "model_refused", **extra: Any) -> None:
+        reason = refusal_reason(exc)
+        self.metrics.model_refused.labels(model, reason).inc()
+        current = self.registry.get(model)
+        log.error(event, reason=reason, error=type(exc).__name__, detail=str(exc)[:500],
+                  serving=None if current is None else current.version, **extra)
+
     def apply(self, update: ModelUpdate) -> bool:
-        """Load, verify and install one update; False (logged, counted) when refused."""
-        seen = (update.version, update.manifest_sha256)
+        """Check, load, verify and install one update; False (logged, counted) when refused."""
+        seen = (update.version, update.manifest_sha256, update.published_at, update.rollback,
+                update.signature.value if update.signature else None)
         if self._seen.get(update.name) == seen:
             return False
         self._seen[update.name] = seen
         current = self.registry.get(update.name)
         if current is not None and current.version == update.version:
             return True
-        from inspector.checkpoint import CheckpointError, refusal_reason
-
         log = self._log.bind(model=update.name, version=update.version)
         t0 = time.monotonic()
+        signer = None
         try:
             try:
                 path = resolve_location(update.checkpoint, self.settings.models_dir)
             except ValueError as exc:
                 raise CheckpointError(str(exc), "location") from exc
+            if self.trusted:
+                signer = verify(update, self.trusted)
+            manifest = read_manifest(path, update.manifest_sha256)
+            if manifest.name != update.name or manifest.version != update.version:
+                raise CheckpointError(
+                    f"checkpoint is {manifest.name}/{manifest.version}, update names {update.name}/{update.version}",
+                    "name_mismatch",
+                )
+            refusal = ordering_refusal(self._live.get(update.name), update, manifest)
+            if refusal is not None:
+                raise refusal
             engine = self._load_verified(path, update.manifest_sha256)
             if engine.name != update.name or engine.version != update.version:
                 raise CheckpointError(
@@ -198,25 +278,35 @@ class Rollout:
                     "name_mismatch",
                 )
         except Exception as exc:  # noqa: BLE001 - any failure refuses the update, never the worker
-            reason = refusal_reason(exc)
-            self.metrics.model_refused.labels(update.name, reason).inc()
-            log.error(
-                "model_refused",
-                reason=reason,
-                error=type(exc).__name__,
-                detail=str(exc)[:500],
-                serving=None if current is None else current.version,
-            )
+            self._refuse(update.name, exc, log, rollback=update.rollback,
+                         key_id=update.signature.key_id if update.signature else None)
             return False
         self.registry.install(engine)
+        self._live[update.name] = Release.of(engine.manifest, update.published_at)
         self.metrics.model_loads.labels(update.name).inc()
         log.info(
             "model_installed",
             previous=None if current is None else current.version,
             load_s=round(time.monotonic() - t0, 3),
             device=str(engine.device),
+            signed_by=signer,
+            rollback=update.rollback,
         )
         return True
+
+    def _starting_statement(self, ck: Path) -> tuple[ModelUpdate | None, str | None]:
+        """The starting checkpoint's signed statement and its signer (verified when keys are set)."""
+        if not self.trusted:
+            try:
+                return read_statement(ck), None
+            except SignatureError:
+                return None, None  # unverified anyway: it only orders later updates
+        statement = read_statement(ck)
+        if statement is None:
+            raise SignatureError(f"{ck} has no signature.json and trusted keys are configured "
+                                 "(sign it: `trainer refresh --adopt`, or publish a signed update)")
+        statement_matches(statement, read_manifest(ck), manifest_sha256(ck))
+        return statement, verify(statement, self.trusted)
 
     def load_starting_checkpoint(self) -> None:
         """Serve INSPECTOR_CHECKPOINT for its model unless the control topic already named one."""
@@ -224,20 +314,21 @@ class Rollout:
         if ck is None:
             return
         try:
-            engine = self._load_verified(Path(ck), None)
+            name = read_manifest(Path(ck)).name
+            if self.registry.get(name) is not None:  # the control topic named it: that one serves
+                self.registry.set_default(name)
+                return
+            statement, signer = self._starting_statement(Path(ck))
+            engine = self._load_verified(Path(ck), statement.manifest_sha256 if signer else None)
         except Exception as exc:  # noqa: BLE001
-            from inspector.checkpoint import refusal_reason
-
-            reason = refusal_reason(exc)
-            self.metrics.model_refused.labels("checkpoint", reason).inc()
-            self._log.error("starting_checkpoint_refused", path=str(ck), reason=reason, error=type(exc).__name__,
-                            detail=str(exc)[:500])
+            self._refuse("checkpoint", exc, self._log, "starting_checkpoint_refused", path=str(ck))
             return
         self.registry.set_default(engine.name)
-        if self.registry.get(engine.name) is None:
-            self.registry.install(engine)
-            self.metrics.model_loads.labels(engine.name).inc()
-            self._log.info("model_installed", model=engine.name, version=engine.version, source="checkpoint")
+        self.registry.install(engine)
+        self._live[engine.name] = Release.of(engine.manifest, statement.published_at if statement else None)
+        self.metrics.model_loads.labels(engine.name).inc()
+        self._log.info("model_installed", model=engine.name, version=engine.version, source="checkpoint",
+                       signed_by=signer)
 
     # -- control topic ----------------------------------------------------------------------
     def _open(self) -> KafkaConsumer:
@@ -276,11 +367,14 @@ class Rollout:
         return update
 
     def bootstrap(self) -> None:
-        """Read the control topic to its end (bounded by rollout_catchup_s), apply the latest
-        update per model, then fall back to INSPECTOR_CHECKPOINT."""
+        """Read the control topic to its end (bounded by rollout_catchup_s), install the newest
+        acceptable update of each model, then fall back to INSPECTOR_CHECKPOINT.
+
+        Newest by issue time, not by offset: a forged or replayed record written last does not
+        leave a starting worker without the model while a valid one is still on the topic."""
         ensure_control_topic(self.settings)
         consumer = self._consumer = self._open()
-        latest: dict[str, ModelUpdate] = {}
+        found: dict[str, list[tuple[float, int, ModelUpdate]]] = {}
         deadline = time.monotonic() + self.settings.rollout_catchup_s
         assigned = False
         while time.monotonic() < deadline:
@@ -293,12 +387,41 @@ class Rollout:
                 for r in records:
                     u = self._parse(r)
                     if u is not None:
-                        latest[u.name] = u
+                        kept = found.setdefault(u.name, [])
+                        kept.append((u.published_at if u.published_at is not None else -math.inf, r.offset, u))
+                        del kept[:-BOOTSTRAP_CANDIDATES]
             if self._caught_up(consumer):
                 break
-        for update in latest.values():
-            self.apply(update)
+        self.install_newest(found)
         self.load_starting_checkpoint()
+
+    def published_record(self, name: str) -> ModelUpdate | None:
+        """The trainer's record of the last update it published for ``name``
+        (``MODELS_DIR/<name>/published.json``), if it is there and names this control topic."""
+        path = Path(self.settings.models_dir) / name / PUBLISHED_RECORD
+        try:
+            if path.stat().st_size > 64 * 1024:
+                return None
+            doc = json.loads(path.read_bytes())
+            if doc.pop("topic", self.settings.models_topic) != self.settings.models_topic:
+                return None
+            return ModelUpdate.model_validate(doc)
+        except (OSError, ValueError, ValidationError):
+            return None
+
+    def install_newest(self, found: dict[str, list[tuple[float, int, ModelUpdate]]]) -> None:
+        """Per model, install the newest acceptable update among those read from the topic and the
+        trainer's published record in the models directory (issue time, then topic order).
+
+        The record makes a replay that compaction left as the topic's only record harmless to a
+        worker starting later (a scale-out): the trainer's newer, signed update wins."""
+        for name, candidates in found.items():
+            record = self.published_record(name)
+            if record is not None and record.published_at is not None:
+                candidates = [*candidates, (record.published_at, -1, record)]
+            for _, _, update in sorted(candidates, key=lambda c: (c[0], c[1]), reverse=True):
+                if self.apply(update):
+                    break
 
     @staticmethod
     def _caught_up(consumer: KafkaConsumer) -> bool:

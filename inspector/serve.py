@@ -12,6 +12,10 @@ from inspector.observability import HealthServer, Metrics, configure_logging
 from inspector.settings import Settings
 
 
+UNSIGNED_WARNING = ("model updates are not signature-checked (INSPECTOR_MODEL_TRUSTED_KEYS is empty): anyone who "
+                    "can write to the control topic chooses the model")
+
+
 def _configure_threads(settings: Settings) -> None:
     """The decode pool is the decoder's parallelism; OpenCV's own pool (and a torch pool as wide as
     the machine) would oversubscribe the cores and make inference wait on spinning threads."""
@@ -26,6 +30,7 @@ def _configure_threads(settings: Settings) -> None:
 def build_and_run(settings: Settings) -> int:
     from inspector.engine import load_engine  # torch import only when serving
     from inspector.rollout import ModelRegistry, Rollout
+    from inspector.signing import TrustedKeys
     from inspector.sinks import DeadLetterSink, HeatmapCache, VerdictSink, make_producer
     from inspector.worker import Worker
 
@@ -39,7 +44,18 @@ def build_and_run(settings: Settings) -> int:
     log.info("settings", **settings.safe_dump())
     metrics = Metrics()
     registry = ModelRegistry(metrics, settings.default_model)
-    rollout = Rollout(settings, registry, metrics, load_engine)
+    try:
+        trusted = TrustedKeys.parse(settings.model_trusted_keys)
+    except (OSError, ValueError) as exc:
+        log.error("trusted_keys_invalid", detail=str(exc)[:500])
+        return 2
+    metrics.trusted_keys.set(len(trusted.keys))
+    warnings = [] if trusted else [UNSIGNED_WARNING]
+    if trusted:
+        log.info("model_signatures_required", key_ids=trusted.ids())
+    else:
+        log.warning("model_signatures_not_checked", detail=UNSIGNED_WARNING)
+    rollout = Rollout(settings, registry, metrics, load_engine, trusted)
     producer = make_producer(settings)
     heatmaps = HeatmapCache(settings, metrics).start() if settings.redis_url else None
     worker = Worker(
@@ -50,7 +66,8 @@ def build_and_run(settings: Settings) -> int:
         DeadLetterSink(producer, settings.dlq_topic),
         heatmaps,
     )
-    health = HealthServer(settings.http_host, settings.http_port, metrics, worker.ready, worker.alive).start()
+    health = HealthServer(settings.http_host, settings.http_port, metrics, worker.ready, worker.alive,
+                          lambda: warnings).start()
     log.info("http_listening", host=settings.http_host, port=health.port)
 
     def on_signal(signum: int, _frame: Any) -> None:

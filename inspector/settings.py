@@ -201,7 +201,14 @@ class Settings(BaseSettings):
         description="Model for frames without a `model` header (default: the starting checkpoint's).",
     )
     models_dir: Path = Field(
-        Path("models"), description="Base directory for relative checkpoint locations in updates."
+        Path("models"), description="The only directory (after symlinks and '..') that checkpoint locations in "
+        "updates may point into; relative locations start here."
+    )
+    model_trusted_keys: str = Field(
+        "",
+        description="Public keys that model updates and INSPECTOR_CHECKPOINT must be signed with, comma-"
+        "separated: 'ed25519:<base64>' (as `trainer keygen` prints) or files holding them. Several at once "
+        "for rotation. Empty: nothing is signature-checked (a warning at start-up and in /readyz).",
     )
     mask_size: int = Field(32, ge=4, le=1024, description="Side of the binary mask in verdicts.")
     region_min_area: int = Field(

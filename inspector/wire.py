@@ -338,18 +338,41 @@ class DeadLetter(_Wire):
 # ---------------------------------------------------------------------------------------------
 
 
+class ModelSignature(_Wire):
+    """An Ed25519 signature over a ModelUpdate's statement (``inspector.signing.payload``)."""
+
+    algorithm: Literal["ed25519"] = "ed25519"
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$", description="First 16 hex digits of sha256(raw public key).")
+    value: str = Field(min_length=1, max_length=256, description="Base64 of the 64-byte signature.")
+
+
 class ModelUpdate(_Wire):
-    """Value on the compacted control topic (key: model name): the version workers should serve."""
+    """Value on the compacted control topic (key: model name): the version workers should serve.
+
+    Signed, it states name, version, manifest_sha256, rollback and published_at; the location is
+    not signed (it depends on where the models volume is mounted) and must lie inside the
+    worker's models directory."""
 
     name: str = Field(min_length=1, max_length=MAX_HEADER_VALUE_BYTES)
     version: str = Field(min_length=1, max_length=MAX_HEADER_VALUE_BYTES)
     checkpoint: str = Field(
-        description="Checkpoint directory: absolute path, file:// URL, or a path relative to models_dir."
+        description="Checkpoint directory inside the worker's models_dir: a path relative to it, or an "
+        "absolute path / file:// URL that resolves (symlinks and '..' followed) inside it."
     )
     manifest_sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the checkpoint's manifest.json."
     )
-    published_at: float | None = Field(None, description="Epoch milliseconds.")
+    published_at: float | None = Field(
+        None, description="Epoch milliseconds when the update was issued (whole ms when signed). A worker "
+        "refuses an update issued no later than the one of the model it serves (a replay)."
+    )
+    rollback: bool = Field(
+        False, description="A deliberate return to a checkpoint older than the one served "
+        "(`trainer refresh --adopt`); without it an older checkpoint is refused."
+    )
+    signature: ModelSignature | None = Field(
+        None, description="Ed25519 signature of the trainer; required by workers that have trusted keys."
+    )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

@@ -1,9 +1,9 @@
-"""`trainer collect` and `trainer refresh`: argparse parsers for the trainer CLI.
+"""`trainer collect`, `trainer refresh` and `trainer keygen`: argparse parsers for the trainer CLI.
 
 ``register(subparsers)`` adds both (trainer/cli.py calls it). Settings come from the environment
 (``TRAINER_*``, see trainer/settings.py); options given on the command line override them. Each
 command prints one JSON summary as its last stdout line; logs go to stderr.
-``python -m trainer.commands collect|refresh ...`` runs them on their own (JSON logs).
+``python -m trainer.commands collect|refresh|keygen ...`` runs them on their own (JSON logs).
 
 Exit codes of ``refresh``: 0 promoted, 10 not promoted (gate), 11 busy (lock held), 2 failed.
 ``collect``: 0 done, 2 failed.
@@ -63,7 +63,7 @@ def _refresh(args: argparse.Namespace) -> int:
         settings = _settings(args, {
             **_COMMON, "checkpoints_dir": "checkpoints_dir", "eval_dir": "eval_dir", "epochs": "epochs",
             "min_images": "min_images", "models_topic": "models_topic", "device": "device",
-            "lock_timeout": "lock_timeout_s", "image_size": "image_size"})
+            "lock_timeout": "lock_timeout_s", "image_size": "image_size", "signing_key": "signing_key"})
         if args.adopt is not None:
             summary = adopt(settings, args.model, args.adopt)
             code = 0
@@ -79,8 +79,22 @@ def _refresh(args: argparse.Namespace) -> int:
     return code
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    from inspector.signing import generate_key_pair
+
+    try:
+        out = generate_key_pair(args.out, args.name)
+    except (OSError, ValueError) as exc:
+        _print({"command": "keygen", "outcome": "failed", "error": type(exc).__name__, "message": str(exc)[:500]})
+        return 2
+    _print({"command": "keygen", "outcome": "done", **out,
+            "next": "trainer: TRAINER_SIGNING_KEY=<private_key> (a secret); workers: "
+                    "INSPECTOR_MODEL_TRUSTED_KEYS=<trusted_key or public_key path>"})
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add `collect` and `refresh` to the trainer CLI's subparsers."""
+    """Add `collect`, `refresh` and `keygen` to the trainer CLI's subparsers."""
     c = subparsers.add_parser(
         "collect", help="store confirmed-normal frames from Kafka (or a folder) for later refreshes",
         description="Consume the confirmed-normal topic into the per-model normal-image store "
@@ -105,7 +119,10 @@ def register(subparsers: Any) -> None:
     r.add_argument("--model", required=True, help="model name (the `model` header the workers route on)")
     r.add_argument("--from-scratch", action="store_true", help="do not warm-start from the live checkpoint")
     r.add_argument("--adopt", type=Path, default=None,
-                   help="make this existing checkpoint the live version and announce it (first deployment, rollback)")
+                   help="make this existing checkpoint the live version and announce it (first deployment, rollback: "
+                        "an update to a checkpoint older than the newest one is marked and signed as a rollback)")
+    r.add_argument("--signing-key", type=Path, default=None,
+                   help="Ed25519 private key that signs the update (default $TRAINER_SIGNING_KEY)")
     r.add_argument("--checkpoints-dir", type=Path, default=None, help="default $TRAINER_CHECKPOINTS_DIR")
     r.add_argument("--store-dir", type=Path, default=None, help="default $TRAINER_STORE_DIR")
     r.add_argument("--eval-dir", type=Path, default=None, help="labelled MVTec-layout folder for AUROC/AUPRO")
@@ -117,6 +134,15 @@ def register(subparsers: Any) -> None:
     r.add_argument("--device", default=None)
     r.add_argument("--lock-timeout", type=float, default=None, help="seconds to wait for a running refresh")
     r.set_defaults(func=_refresh)
+
+    k = subparsers.add_parser(
+        "keygen", help="write an Ed25519 key pair that signs model updates",
+        description="Writes OUT/NAME.key (private, mode 0600: give it to the trainer only, as a secret) and "
+                    "OUT/NAME.pub (the line workers trust). Never overwrites a key. Prints a JSON summary "
+                    "(never the private key).")
+    k.add_argument("--out", type=Path, required=True, help="directory for the two files")
+    k.add_argument("--name", default="model-signing", help="file name stem (default model-signing)")
+    k.set_defaults(func=_keygen)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,7 +53,8 @@ from inspector.checkpoint import (
 
 from .settings import TrainerSettings
 from .store import ModelStore, check_model_name
-from inspector.durable import fsync_dir
+from inspector.durable import fsync_dir, write_bytes_atomic
+from inspector.rollout import PUBLISHED_RECORD
 
 __all__ = [
     "EXIT_BUSY",
@@ -73,7 +74,7 @@ EXIT_BUSY = 11
 EXIT_FAILED = 2
 
 LIVE = "live"
-PUBLISHED = "published.json"
+PUBLISHED = PUBLISHED_RECORD  # read again by a starting worker (inspector/rollout.py)
 HISTORY = "history.jsonl"
 LOCK = "refresh.lock"
 
@@ -89,13 +90,7 @@ def _log() -> Any:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(obj, indent=2, default=str))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_bytes_atomic(path, json.dumps(obj, indent=2, default=str).encode())
 
 
 # ----------------------------------------------------------------------------- lock, pointer
@@ -190,14 +185,36 @@ def _location(settings: TrainerSettings, ckpt: Path) -> str:
     return str(ckpt)
 
 
+def _is_rollback(model_dir: Path, manifest: Manifest) -> bool:
+    """Announcing ``manifest`` goes back in time when a newer checkpoint of the model exists."""
+    mine = manifest.created()
+    if mine is None:
+        return False
+    for p in _versions(model_dir):
+        other = read_manifest(p).created() if p.name != manifest.version else None
+        if other is not None and other > mine:
+            return True
+    return False
+
+
 def publish(settings: TrainerSettings, ckpt: Path) -> dict[str, Any]:
-    """Announce ``ckpt`` on the control topic (key = model name, acks=all) and record it."""
+    """Sign ``ckpt``'s update (when a key is configured), keep the statement beside it, announce it on
+    the control topic (key = model name, acks=all) and record it."""
     from kafka import KafkaProducer
 
     from inspector.rollout import ensure_control_topic, publish_update, update_for_checkpoint
+    from inspector.signing import sign, write_statement
 
-    update = update_for_checkpoint(ckpt)
+    ckpt = ckpt.resolve()
+    update = update_for_checkpoint(ckpt, rollback=_is_rollback(ckpt.parent, read_manifest(ckpt)))
     update.checkpoint = _location(settings, ckpt)
+    key = settings.signing_private_key()
+    if key is not None:
+        update = sign(update, key)
+        write_statement(ckpt, update)
+    else:
+        _log().warning("model_update_unsigned", model=update.name, version=update.version,
+                       hint="set TRAINER_SIGNING_KEY (trainer keygen) so that workers can verify who made it")
     ensure_control_topic(settings)  # type: ignore[arg-type]  # same attribute names as inspector's Settings
     producer = KafkaProducer(**settings.kafka_common(), client_id=f"{settings.kafka_client_id}-refresh",
                              acks="all", retries=5, request_timeout_ms=int(settings.publish_timeout_s * 1000))
@@ -206,9 +223,10 @@ def publish(settings: TrainerSettings, ckpt: Path) -> dict[str, Any]:
     finally:
         producer.close(timeout=5)
     record = {**json.loads(update.to_bytes()), "topic": settings.models_topic}
-    _write_json_atomic(ckpt.resolve().parent / PUBLISHED, record)
+    _write_json_atomic(ckpt.parent / PUBLISHED, record)
     _log().info("model_update_published", model=update.name, version=update.version, topic=settings.models_topic,
-                checkpoint=update.checkpoint)
+                checkpoint=update.checkpoint, rollback=update.rollback,
+                signed_by=update.signature.key_id if update.signature else None)
     return record
 
 
@@ -232,7 +250,10 @@ def _republish_if_needed(settings: TrainerSettings, model_dir: Path, live: Path 
 # ----------------------------------------------------------------------------- adopt
 
 def adopt(settings: TrainerSettings, model: str, checkpoint: str | Path, *, publish_update: bool = True) -> dict[str, Any]:
-    """Make an existing checkpoint the live version (first deployment, or a rollback) and announce it."""
+    """Make an existing checkpoint the live version (first deployment, or a rollback) and announce it.
+
+    When a newer checkpoint of the model exists, the update is marked (and signed) as a rollback:
+    workers refuse an older checkpoint otherwise."""
     check_model_name(model)
     model_dir = Path(settings.checkpoints_dir) / model
     src = Path(checkpoint).resolve()
@@ -251,7 +272,9 @@ def adopt(settings: TrainerSettings, model: str, checkpoint: str | Path, *, publ
         published = publish(settings, dest) if publish_update else None
     return {"command": "refresh", "model": model, "outcome": "adopted", "version": manifest.version,
             "previous_version": previous.name if previous else None, "checkpoint": str(dest),
-            "published": published is not None}
+            "published": published is not None,
+            "rollback": bool(published and published.get("rollback")),
+            "signed_by": ((published or {}).get("signature") or {}).get("key_id")}
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -57,6 +57,12 @@ class TrainerSettings(BaseSettings):
     checkpoints_dir: Path = Field(
         Path("models"), description="CHECKPOINTS/<model>/<version>/ and the CHECKPOINTS/<model>/live pointer."
     )
+    signing_key: Path | None = Field(
+        None, description="Ed25519 private key (PEM, from `trainer keygen`) that signs every model update; mount "
+        "it from a secret. Unset (and no signing_key_pem): updates go out unsigned, with a warning.")
+    signing_key_pem: SecretStr | None = Field(
+        None, description="The signing key's PEM text itself, for secret stores that inject values rather than "
+        "files; used when signing_key is unset. Never logged.")
     publish_relative: bool = Field(
         False,
         description="Announce checkpoints as '<model>/<version>' (relative to the workers' INSPECTOR_MODELS_DIR) "
@@ -102,6 +108,16 @@ class TrainerSettings(BaseSettings):
         check_group_and_security(self.kafka_heartbeat_interval_ms, self.kafka_session_timeout_ms,
                                  self.kafka_security_protocol, self.kafka_sasl_mechanism)
         return self
+
+    def signing_private_key(self) -> Any:
+        """The Ed25519 private key that signs model updates, or None when none is configured."""
+        from inspector.signing import load_private_key
+
+        if self.signing_key is not None:
+            return load_private_key(Path(self.signing_key).read_bytes(), f"TRAINER_SIGNING_KEY ({self.signing_key})")
+        if self.signing_key_pem is not None:
+            return load_private_key(self.signing_key_pem.get_secret_value().encode(), "TRAINER_SIGNING_KEY_PEM")
+        return None
 
     def kafka_common(self) -> dict[str, Any]:
         """Connection/security kwargs for kafka-python producers and consumers."""

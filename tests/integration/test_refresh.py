@@ -54,6 +54,9 @@ class Setup:
         self.models = f"models-{tag}"
         self.store = tmp / "store"
         self.ckpts = tmp / "checkpoints"
+        from inspector.signing import generate_key_pair
+
+        self.keys = generate_key_pair(tmp / "keys")  # the trainer signs, the workers trust the public key
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
             admin.create_topics([NewTopic(self.normal, 2, 1), NewTopic(self.frames, 1, 1), NewTopic(self.verdicts, 1, 1),
@@ -76,6 +79,7 @@ class Setup:
             "TRAINER_EPOCHS": "2",
             "TRAINER_DEVICE": "cpu",
             "TRAINER_EVAL_DIR": str(eval_dir),
+            "TRAINER_SIGNING_KEY": self.keys["private_key"],
             # six held-out normals make the score position coarse: a wide margin here (FRR margins are never
             # below one image of the set, so the default FRR margin is fine)
             "TRAINER_MAX_NORMAL_SCORE_SHIFT": "2.0",
@@ -209,6 +213,7 @@ def test_collect_then_refresh_rolls_out_to_a_running_worker(setup, redis_url):
         "INSPECTOR_CHECKPOINT": str(s.model_dir / "live"), "INSPECTOR_FRAMES_TOPIC": s.frames,
         "INSPECTOR_VERDICTS_TOPIC": s.verdicts, "INSPECTOR_DLQ_TOPIC": s.dlq, "INSPECTOR_MODELS_TOPIC": s.models,
         "INSPECTOR_GROUP_ID": f"workers-{uuid.uuid4().hex[:6]}", "INSPECTOR_MODELS_DIR": str(s.ckpts),
+        "INSPECTOR_MODEL_TRUSTED_KEYS": s.keys["public_key"],
     }, "w-refresh").start()
     try:
         producer = KafkaProducer(bootstrap_servers=s.bootstrap, acks="all", linger_ms=0)
@@ -235,6 +240,8 @@ def test_collect_then_refresh_rolls_out_to_a_running_worker(setup, redis_url):
         updates = s.control_updates()
         assert [u.version for u in updates] == [v1, v2]
         assert updates[-1].checkpoint == str((s.model_dir / v2).resolve())
+        assert {u.signature.key_id for u in updates} == {s.keys["key_id"]} and not any(u.rollback for u in updates)
+        assert (s.model_dir / v2 / "signature.json").is_file()
 
         worker.wait_ready()
         deadline = time.monotonic() + 60
@@ -255,6 +262,14 @@ def test_collect_then_refresh_rolls_out_to_a_running_worker(setup, redis_url):
         verdicts = [Verdict.from_bytes(r.value) for r in recs]
         assert {v.model_version for v in verdicts} == {v2}
         assert all(v.model == MODEL and v.verdict in ("ok", "defect") for v in verdicts)
+
+        # back to v1: the trainer marks and signs the update as a rollback, and the worker takes it
+        rc, back, err = s.run("refresh", "--model", MODEL, "--adopt", str(s.model_dir / v1), timeout=60)
+        assert rc == 0 and back["outcome"] == "adopted", (back, err[-2000:])
+        assert back["rollback"] is True and back["signed_by"] == s.keys["key_id"] and s.live_version() == v1
+        assert worker.wait_metric("inspector_model_info", 1, timeout=60, model=MODEL, version=v1) == 1, \
+            worker.logs()[-3000:]
+        assert worker.metric("inspector_model_refused_total") == 0
     finally:
         if worker.proc is not None and worker.proc.poll() is None:
             worker.stop()

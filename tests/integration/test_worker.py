@@ -61,6 +61,9 @@ def test_frames_get_verdicts_in_camera_order(workers, names, producer, reader, t
         sent[cam].append(fid)
     send_frame(producer, names.frames, jpeg(99), camera=cameras[0], frame_id=None)  # frame id derived
     w.wait_ready()
+    # no trusted keys configured: serving, and saying where an operator looks first that updates are unchecked
+    code, body = w.get("/readyz")
+    assert code == 200 and "not signature-checked" in body and w.metric("inspector_model_trusted_keys") == 0
     recs = reader(names.verdicts).read(lambda r: len(r) >= n + 1, 90, "verdicts")
     assert len(recs) == n + 1
     vs = verdicts_of(recs)

@@ -470,6 +470,53 @@ def test_volume_claims_exist():
                 assert vol["persistentVolumeClaim"]["claimName"] in claims
 
 
+def _mount_dir(container: dict, volume: str) -> str | None:
+    return next((m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] == volume), None)
+
+
+def test_signing_keys_public_to_the_workers_private_to_the_refresh_only():
+    """The workers trust a key mounted from the generated ConfigMap; the private key's Secret is
+    mounted in the trainer's refresh container and nowhere else; the settings point at both."""
+    kust = load_docs(K8S / "kustomization.yaml")[0]
+    cm_gen = {g["name"]: g["files"] for g in kust["configMapGenerator"]}
+    secret_gen = {g["name"]: g["files"] for g in kust["secretGenerator"]}
+    worker = worker_deployment()
+    pod = worker["spec"]["template"]["spec"]
+    by_name = {v["name"]: v for v in pod["volumes"]}
+    keys_vol = next(n for n, v in by_name.items() if "configMap" in v)
+    assert by_name[keys_vol]["configMap"]["name"] in cm_gen
+    (serve,) = [c for c in k8s_containers(worker) if "serve" in (c.get("args") or [])]
+    pub = Path(cm_gen[by_name[keys_vol]["configMap"]["name"]][0]).name
+    assert configmap()["INSPECTOR_MODEL_TRUSTED_KEYS"] == f"{_mount_dir(serve, keys_vol)}/{pub}"
+    assert not any("secret" in v for v in pod["volumes"]), "a worker must never mount a signing key"
+
+    cron = one("CronJob")
+    cpod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (secret_vol,) = [v for v in cpod["volumes"] if "secret" in v]
+    assert secret_vol["secret"]["secretName"] in secret_gen
+    mounted = {c["name"]: _mount_dir(c, secret_vol["name"]) for c in k8s_containers(cron)}
+    assert [n for n, d in mounted.items() if d] == ["refresh"], mounted
+    key = Path(secret_gen[secret_vol["secret"]["secretName"]][0]).name
+    assert configmap()["TRAINER_SIGNING_KEY"] == f"{mounted['refresh']}/{key}"
+
+
+def test_compose_signing_key_reaches_trainers_only():
+    services = compose()["services"]
+    keygen = services["signing-keys"]
+    assert "trainer keygen" in " ".join(keygen["command"])
+    for name, svc in services.items():
+        vols = [str(v) for v in svc.get("volumes", [])]
+        env = service_env(svc)
+        if any(v.startswith("signing-key:") for v in vols) and name != "signing-keys":
+            assert "TRAINER_SIGNING_KEY" in env and "serve" not in (svc.get("command") or []), name
+        if "serve" in (svc.get("command") or []):
+            assert any(v.startswith("trusted-keys:") and v.endswith(":ro") for v in vols), name
+            assert env["INSPECTOR_MODEL_TRUSTED_KEYS"].startswith("/etc/inspector/keys/"), name
+            assert not any(v.startswith("signing-key:") for v in vols), name
+        if "refresh" in " ".join(str(c) for c in (svc.get("command") or [])):
+            assert any(v.startswith("signing-key:") for v in vols), f"{name} publishes updates unsigned"
+
+
 # ---------------------------------------------------------------------------------------------
 # docker-compose.yml
 # ---------------------------------------------------------------------------------------------

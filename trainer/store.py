@@ -27,7 +27,6 @@ import os
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 import structlog
 
 from inspector.decode import DecodeError, DecodeLimits, decode_image, sniff_format
-from inspector.durable import fsync_dir
+from inspector.durable import fsync_dir, write_bytes_atomic
 
 __all__ = [
     "AddResult",
@@ -255,17 +254,7 @@ class ModelStore:
         shard = final.parent
         new_shard = not shard.exists()
         shard.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp / f"{final.name}.{uuid.uuid4().hex[:8]}.part"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(shard)
+        write_bytes_atomic(final, data, tmp_dir=self.tmp)
         if new_shard:
             fsync_dir(self.objects)
 

@@ -22,6 +22,7 @@ class Batch(Generic[T]):
     items: list[T]
     waited_s: float  # how long the first item waited before the flush
     full: bool  # flushed because it reached max_batch
+    weight: int = 0  # engine work units in it (frames, or tiles of tiled models)
 
 
 class MicroBatcher(Generic[T]):
@@ -38,7 +39,8 @@ class MicroBatcher(Generic[T]):
         self.max_delay_s = max_delay_s
         self.max_items = max_items
         self._clock = clock
-        self._queues: dict[str, deque[tuple[float, T]]] = {}
+        self._queues: dict[str, deque[tuple[float, T, int]]] = {}
+        self._weights: dict[str, int] = {}  # queued work units per model
         self._count = 0
         self._flush_now = False
         self._closed = False
@@ -52,15 +54,19 @@ class MicroBatcher(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, model: str, item: T, timeout: float | None = None) -> bool:
+    def put(self, model: str, item: T, timeout: float | None = None, weight: int = 1) -> bool:
         """Queue ``item`` for ``model``. Waits up to ``timeout`` while full (None: forever,
-        0: not at all); returns False when it could not be queued or the batcher is closed."""
+        0: not at all); returns False when it could not be queued or the batcher is closed.
+
+        ``weight`` is the item's share of ``max_batch`` (a tiled frame: its number of tiles): a
+        batch is full at ``max_batch`` units, and holds at least one item however heavy."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._count < self.max_items or self._closed, timeout):
                 return False
             if self._closed:
                 return False
-            self._queues.setdefault(model, deque()).append((self._clock(), item))
+            self._queues.setdefault(model, deque()).append((self._clock(), item, max(1, int(weight))))
+            self._weights[model] = self._weights.get(model, 0) + max(1, int(weight))
             self._count += 1
             self._cond.notify_all()
             return True
@@ -88,7 +94,7 @@ class MicroBatcher(Generic[T]):
                 continue
             first = q[0][0]
             due = first + self.max_delay_s
-            if len(q) >= self.max_batch or now >= due or self._flush_now:
+            if self._weights.get(model, 0) >= self.max_batch or now >= due or self._flush_now:
                 if first < best_t:
                     best, best_t = model, first
             else:
@@ -106,13 +112,18 @@ class MicroBatcher(Generic[T]):
                 if model is not None:
                     q = self._queues[model]
                     first = q[0][0]
-                    n = min(self.max_batch, len(q))
-                    items = [q.popleft()[1] for _ in range(n)]
+                    items, weight = [], 0
+                    while q and (not items or weight + q[0][2] <= self.max_batch):
+                        _, item, w = q.popleft()
+                        items.append(item)
+                        weight += w
+                    self._weights[model] -= weight
                     if not q:
                         del self._queues[model]
-                    self._count -= n
+                        del self._weights[model]
+                    self._count -= len(items)
                     self._cond.notify_all()
-                    return Batch(model, items, now - first, n >= self.max_batch)
+                    return Batch(model, items, now - first, weight >= self.max_batch, weight)
                 if self._closed and self._count == 0:
                     return None
                 wait = next_due
@@ -129,15 +140,17 @@ class MicroBatcher(Generic[T]):
         with self._cond:
             for model in list(self._queues):
                 q = self._queues[model]
-                kept: deque[tuple[float, T]] = deque()
+                kept: deque[tuple[float, T, int]] = deque()
                 for entry in q:
                     if keep(entry[1]):
                         kept.append(entry)
                     else:
                         dropped.append(entry[1])
+                        self._weights[model] -= entry[2]
                 self._queues[model] = kept
                 if not kept:
                     del self._queues[model]
+                    del self._weights[model]
             self._count -= len(dropped)
             self._cond.notify_all()
         return dropped

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .geometry import Geometry
+from .tiling import Tiling
 from .hashing import sha256_file
 from .durable import fsync_dir
 
@@ -89,6 +90,15 @@ class InputGeometry(BaseModel):
         description="pad: scaled without distortion, the rest mirrored; stretch: resized to the input")
 
 
+class TilingSpec(BaseModel):
+    """Frames are cut into ``tile``×``tile`` windows overlapping by ``overlap`` px (``inspector.tiling``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile: int = Field(ge=32, le=4096)
+    overlap: int = Field(ge=0, le=2048)
+
+
 class Manifest(BaseModel):
     """Everything needed to rebuild, verify and judge a trained model."""
 
@@ -106,6 +116,8 @@ class Manifest(BaseModel):
     image_size: int = Field(gt=0, le=8192, description="input side (square models); the longer side with `geometry`")
     geometry: InputGeometry | None = Field(
         None, description="input height, width and resize mode; None: an image_size square, stretched (older checkpoints)")
+    tiling: TilingSpec | None = Field(
+        None, description="full-resolution frames cut into tiles of the input size; None: each frame resized whole")
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     sigma: float = 4.0
@@ -123,6 +135,10 @@ class Manifest(BaseModel):
     data_fingerprint: str = ""
     training: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: str = ""
+
+    def input_tiling(self) -> Tiling | None:
+        t = self.tiling
+        return None if t is None else Tiling(t.tile, t.overlap)
 
     def created(self) -> datetime | None:
         """``created_at`` as a time (None when it is not ISO 8601): the order of checkpoints."""

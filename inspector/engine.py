@@ -1,7 +1,10 @@
 """The narrow interface the service (and ``inspector score``, and evaluation) sees of a model.
 
 ``load_engine(dir)`` verifies and loads a checkpoint; ``Engine.infer(images)`` runs one batch of
-decoded images through the model on its device and returns one ``Inspection`` per image.
+decoded images through the model on its device and returns one ``Inspection`` per image. A tiled
+model (``Manifest.tiling``) cuts each frame into tiles, runs the tiles of the whole batch
+together (at most ``max_tiles`` per call) and stitches each frame's map (``inspector.tiling``);
+everything after that (score, regions, mask, heatmap) reads the stitched map.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 import structlog
 import torch
@@ -22,6 +26,12 @@ from .nets.teachers import TeacherWeightsError, build_teacher
 from .onnx_cache import OnnxCache, cache_key
 from .preprocess import prepare_placed
 from .regions import Region, find_regions, reduced_masks
+from .tiling import fit_to_aspect, iter_stitched
+
+#: Longest side of a tiled frame's heatmap (kept in Redis): the stitched map is at frame resolution.
+TILED_HEATMAP_SIDE = 1024
+#: Tiles per engine call by default (``INSPECTOR_MAX_TILES_PER_CALL``).
+MAX_TILES_PER_CALL = 64
 
 __all__ = ["Engine", "Geometry", "Inspection", "Region", "load_engine", "CheckpointError", "pick_device"]
 
@@ -31,8 +41,8 @@ class Inspection:
     score: float
     defect: bool
     regions: list[Region]
-    mask: np.ndarray  # bool (mask_size, mask_size), covering the whole frame
-    heatmap: np.ndarray = field(repr=False)  # float32, the frame's part of the map at model resolution
+    mask: np.ndarray  # bool, covering the whole frame: mask_size² (tiled: mask_size on the longer side)
+    heatmap: np.ndarray = field(repr=False)  # float32, the frame's map (model resolution; tiled: ≤ 1024 px)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -54,7 +64,8 @@ class Engine:
 
     def __init__(self, model: DiscrepancyModel, manifest: Manifest, device: torch.device,
                  mask_size: int = 64, min_region_area: int = 1, fast: FastPath | None = None,
-                 onnx_fallback: bool = True, onnx_cache: tuple[OnnxCache, str] | None = None):
+                 onnx_fallback: bool = True, onnx_cache: tuple[OnnxCache, str] | None = None,
+                 max_tiles: int = MAX_TILES_PER_CALL):
         """``fast`` says how the model runs (default: the measured best for ``device``). With
         ``onnx_fallback`` an ONNX backend that cannot be built or fails its check against torch
         degrades to the torch backend (logged); without it the error propagates."""
@@ -64,6 +75,8 @@ class Engine:
         self.mask_size = mask_size
         self.min_region_area = min_region_area
         self.geometry = manifest.input_geometry()
+        self.tiling = manifest.input_tiling()
+        self.max_tiles = max(1, int(max_tiles))
         fast = fast or choose(device)
         try:
             self._run, self.fast = build_runner(self.model, device, fast, self.geometry.hw, onnx_cache)
@@ -84,6 +97,34 @@ class Engine:
         return m.threshold if m.region_threshold is None else m.region_threshold
     image_size = property(lambda self: self.manifest.image_size)
 
+    def units(self, hw: tuple[int, int]) -> int:
+        """Engine work for one frame of this size: its tiles (tiled models), else 1."""
+        return 1 if self.tiling is None else self.tiling.count(hw)
+
+    @torch.inference_mode()
+    def _run_tiles(self, tiles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Tiles (each the input size) → their maps (n,t,t) and the global parts of their scores."""
+        m = self.manifest
+        batch, _ = prepare_placed(tiles, self.geometry, m.mean, m.std, self.device)
+        maps, scores = self._run(batch)
+        part = self.model.global_part(maps, scores)
+        parts = np.zeros(len(tiles), np.float32) if part is None else part.float().cpu().numpy()
+        return maps.float().cpu().numpy(), parts
+
+    def _stitched(self, images: Sequence[np.ndarray]):
+        """(index, stitched map, score) of each frame of a tiled model, as each is complete."""
+        has_global = self.model.global_part(torch.zeros(1, 1, 1), torch.zeros(1)) is not None
+        for i, fmap, parts in iter_stitched(images, self.tiling, self._run_tiles, self.max_tiles):
+            with torch.inference_mode():
+                score = self.model.frame_score(torch.from_numpy(fmap), float(parts.max()) if has_global else None)
+            yield i, fmap, score
+
+    def scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Image scores (float64), tiled or not."""
+        if self.tiling is not None:
+            return np.array([s for _, _, s in self._stitched(images)], np.float64)
+        return self.maps(images)[1].cpu().numpy().astype(np.float64)
+
     @torch.inference_mode()
     def placed_maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
         """Anomaly maps of the model input (B,H,W) float32, scores (B,), on the device (the CPU
@@ -101,7 +142,11 @@ class Engine:
         return maps, scores
 
     def frame_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-        """Each frame's part of its map (float32, the frame's aspect at model resolution) and scores."""
+        """Each frame's part of its map (float32, the frame's aspect at model resolution; tiled:
+        the stitched map at frame resolution) and scores."""
+        if self.tiling is not None:
+            out = list(self._stitched(images))
+            return [fmap for _, fmap, _ in out], np.array([s for _, _, s in out], np.float32)
         maps, scores, placements = self.placed_maps(images)
         maps_np = maps.float().cpu().numpy()
         return [self.geometry.frame_map(maps_np[i], p) for i, p in enumerate(placements)], scores.cpu().numpy()
@@ -120,6 +165,8 @@ class Engine:
     def infer(self, images: Sequence[np.ndarray]) -> list[Inspection]:
         if not images:
             return []
+        if self.tiling is not None:
+            return [self._inspect_tiled(fmap, score) for _, fmap, score in self._stitched(images)]
         maps, scores, placements = self.placed_maps(images)
         thr, region_thr = self.threshold, self.region_threshold
         if self.geometry.fills(placements):  # one pooling call for the batch
@@ -139,11 +186,26 @@ class Engine:
         return out
 
 
+    def _inspect_tiled(self, fmap: np.ndarray, score: float) -> Inspection:
+        """Verdict parts of a tiled frame from its stitched map (frame resolution): regions in
+        original pixels, the mask with the frame's aspect (``mask_size`` cells on the longer
+        side), the heatmap at most ``TILED_HEATMAP_SIDE`` px on the longer side."""
+        defect = score >= self.threshold
+        region_thr = self.region_threshold
+        mh, mw = fit_to_aspect(fmap.shape, self.mask_size)
+        mask = reduced_masks(torch.from_numpy(fmap)[None], region_thr, (mh, mw))[0]
+        regions = find_regions(fmap, region_thr, fmap.shape, self.min_region_area) if defect else []
+        hh, hw = fit_to_aspect(fmap.shape, TILED_HEATMAP_SIDE)
+        heat = fmap if (hh, hw) == fmap.shape else cv2.resize(fmap, (hw, hh), interpolation=cv2.INTER_AREA)
+        return Inspection(score=float(score), defect=defect, regions=regions, mask=mask,
+                          heatmap=np.ascontiguousarray(heat, dtype=np.float32))
+
+
 def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teacher_weights: str | Path | None = None,
                 expected_manifest_sha256: str | None = None, mask_size: int = 64, min_region_area: int = 1,
                 backend: str = "auto", precision: str = "auto", channels_last: bool | None = None,
                 compile: bool | None = None, fast: FastPath | None = None,
-                onnx_cache_dir: str | Path | None = None) -> Engine:
+                onnx_cache_dir: str | Path | None = None, max_tiles: int = MAX_TILES_PER_CALL) -> Engine:
     """Verify and load a checkpoint. Raises ``CheckpointError`` (never a half-built engine).
 
     ``backend`` (auto|torch|onnx), ``precision`` (auto|fp32|bf16), ``channels_last`` and
@@ -176,6 +238,6 @@ def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teache
         if onnx_cache_dir is not None and fast.backend == "onnx":
             cache = (OnnxCache(Path(onnx_cache_dir)), cache_key(manifest_sha256(checkpoint_dir), manifest.input_geometry().hw))
         return Engine(model, manifest, dev, mask_size, min_region_area, fast, onnx_fallback=backend == "auto",
-                      onnx_cache=cache)
+                      onnx_cache=cache, max_tiles=max_tiles)
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint_dir}: cannot run as requested ({backend}, {precision}): {exc}") from exc

@@ -22,8 +22,8 @@ class Region:
     peak: float
 
 
-def reduced_masks(maps: torch.Tensor, threshold: float, mask_size: int) -> np.ndarray:
-    """(B,S,S) maps → bool (B,m,m): a cell is set when any pixel in it is over the threshold."""
+def reduced_masks(maps: torch.Tensor, threshold: float, mask_size: int | tuple[int, int]) -> np.ndarray:
+    """(B,H,W) maps → bool (B,m,m) (or (B,mh,mw)): a cell is set when any pixel in it is over the threshold."""
     pooled = F.adaptive_max_pool2d(maps.unsqueeze(1), mask_size).squeeze(1)
     return (pooled >= threshold).cpu().numpy()
 

@@ -220,6 +220,7 @@ class Rollout:
             channels_last=s.engine_channels_last,
             compile=s.engine_compile,
             onnx_cache_dir=s.onnx_cache_dir,
+            max_tiles=s.max_tiles_per_call,
         )
         h, w = engine.geometry.hw
         probe = engine.infer([np.full((h, w, 3), 128, dtype=np.uint8)])

@@ -121,7 +121,11 @@ class Settings(BaseSettings):
     )
 
     # --- Batching, queues ---------------------------------------------------------------------
-    max_batch: int = Field(8, ge=1, le=1024, description="Largest inference batch.")
+    max_batch: int = Field(8, ge=1, le=1024, description="Largest inference batch, in frames (tiled models: in tiles).")
+    max_tiles_per_call: int = Field(
+        64, ge=1, le=4096, description="Most tiles of a tiled model in one engine call (a micro-batch of large "
+        "frames runs in several calls)."
+    )
     max_delay_ms: float = Field(
         20.0, ge=0, description="A batch is flushed this long after its first frame arrived."
     )

@@ -208,7 +208,10 @@ class Mask(_Wire):
     """Binary defect mask at reduced resolution: row-major bits, numpy.packbits (MSB first), base64.
 
     The cells span the whole frame whatever its shape: cell (r, c) of an h×w mask covers rows
-    r·H/h to (r+1)·H/h and columns c·W/w to (c+1)·W/w of an H×W frame."""
+    r·H/h to (r+1)·H/h and columns c·W/w to (c+1)·W/w of an H×W frame. A whole-frame model's mask
+    is INSPECTOR_MASK_SIZE² cells; a tiled model's keeps the frame's aspect ratio:
+    INSPECTOR_MASK_SIZE cells along the longer side, round(size·shorter/longer) along the other
+    (never more cells than pixels)."""
 
     encoding: Literal["packbits-base64"] = "packbits-base64"
     height: int = Field(ge=1)

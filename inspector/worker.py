@@ -370,10 +370,17 @@ class Worker:
         if moved:
             self._decoded.wake()  # a new head of the line may be waiting for the budget
 
+    def _units(self, frame: Frame) -> int:
+        """The frame's share of a batch: its tiles for a tiled model, else 1."""
+        engine = self.registry.get(frame.model or "")
+        if engine is None or frame.image is None or getattr(engine, "tiling", None) is None:
+            return 1
+        return engine.units(frame.image.shape[:2])
+
     def _route_decoded(self, frame: Frame) -> None:
         if frame.reject is not None:
             self._publish_rejected(frame)
-        elif not self.batcher.put(frame.model or "", frame, timeout=5.0):
+        elif not self.batcher.put(frame.model or "", frame, timeout=5.0, weight=self._units(frame)):
             if self.batcher.closed:
                 self._finish(frame)  # shutting down: uncommitted, read again later
             else:  # cannot happen while back-pressure bounds in-flight frames

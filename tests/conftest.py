@@ -56,6 +56,29 @@ def strip_checkpoint(tmp_path_factory, strip_data) -> Path:
     return Path(summary["checkpoint"])
 
 
+# Full-resolution frames (relative to a 64 px model): 192 x 256 px parts, cut into 64 px tiles.
+TILED_HW = (192, 256)
+
+
+@pytest.fixture(scope="session")
+def tiled_data(tmp_path_factory) -> Path:
+    from trainer.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data") / "large", n_train=10, n_test_good=4, n_test_defect=4,
+                        size=TILED_HW[0], width=TILED_HW[1], seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiled_checkpoint(tmp_path_factory, tiled_data) -> Path:
+    """A real tiled RD checkpoint (64 px tiles, 8 px overlap) of 192 x 256 px synthetic parts."""
+    from trainer.fit import FitConfig, fit
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiled"
+    summary = fit(FitConfig(data=tiled_data, out=out, method="rd", image_size=64, tile=64, overlap=8, epochs=3,
+                            seed=0, progress=False, name="tiles", val_fraction=0.3))
+    return Path(summary["checkpoint"])
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_fit) -> Path:
     return Path(tiny_fit["checkpoint"])

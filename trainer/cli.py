@@ -11,6 +11,17 @@ from inspector.geometry import parse_size
 from inspector.logging_setup import configure_logging
 
 
+def _tile_arg(value: str) -> int | str | None:
+    if value in ("off", "none", "0"):
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"--tile: expected a size in px, auto or off, got {value!r}") from None
+
+
 def _fit(args: argparse.Namespace) -> int:
     from .fit import FitConfig, fit
 
@@ -18,6 +29,7 @@ def _fit(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, method=args.method, variant=args.variant, teacher=args.teacher,
         teacher_weights=args.teacher_weights, image_size=args.image_size, epochs=args.epochs,
         input_size=parse_size(args.input_size) if args.input_size else None, resize=args.resize,
+        tile=_tile_arg(args.tile), overlap=args.overlap,
         selection=args.selection, synthetic_train=args.synthetic_train,
         batch_size=args.batch_size, lr=args.lr, betas=(args.beta1, args.beta2), loss=args.loss, seed=args.seed,
         val_fraction=args.val_fraction, target_frr=args.target_frr, calibration=args.calibration,
@@ -68,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--resize", choices=["pad", "stretch"], default="pad",
                    help="pad: scale each frame without distortion and mirror it into the rest of the input; "
                         "stretch: resize to the input whatever the frame's shape (models before aspect support)")
+    f.add_argument("--tile", default="auto", metavar="SIZE|auto|off",
+                   help="cut full-resolution frames into SIZE x SIZE tiles (a multiple of 32) for training and "
+                        "serving; auto: tiles of --image-size when the median training frame has at least 64x "
+                        "the input's pixels (line-camera frames, not object photos); off: whole frames")
+    f.add_argument("--overlap", type=int, default=None, metavar="PX",
+                   help="pixels shared by neighbouring tiles (default: tile / 8)")
     f.add_argument("--epochs", type=int, default=200)
     f.add_argument("--synthetic-train", type=float, default=_fit_default("synthetic_train"), metavar="SHARE",
                    help="share of each training batch given synthetic anomalies, with the clean image's teacher "

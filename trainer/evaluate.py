@@ -26,6 +26,10 @@ from .metrics import per_type_metrics, score_stats
 from .report import heatmap_overlay, overlay_grid, plot_roc, roc_curve_points
 
 
+#: Side of the square grid on which a tiled model's maps and masks are compared.
+TILED_GRID = 1024
+
+
 def to_grid(frame_map: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """A frame's map (its own aspect) on the evaluation grid, so that every test image weighs the
     same in the pixel metrics whatever its shape (a no-op for frames that fill the input)."""
@@ -41,7 +45,9 @@ def run_test_set(engine: Engine, data: str | Path, batch_size: int = 16):
     if not index.test:
         raise DatasetError(f"{data}: no test images to evaluate on")
     geometry = engine.geometry
-    grid = geometry.hw  # maps and masks are compared on the model input's grid, each frame filling it
+    # maps and masks are compared on the model input's grid, each frame filling it; a tiled model
+    # sees frames at full resolution, so its grid is finer (small defects stay visible in the masks)
+    grid = geometry.hw if engine.tiling is None else (TILED_GRID, TILED_GRID)
     scores, maps, masks, types, paths, skipped, originals = [], [], [], [], [], [], {}
     pending: list[tuple] = []
     shown: Counter[str] = Counter()  # overlay examples kept per type

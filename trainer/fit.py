@@ -22,7 +22,8 @@ import numpy as np
 import structlog
 import torch
 
-from inspector.checkpoint import InputGeometry, Manifest, new_version, read_manifest, read_weights, save_checkpoint
+from inspector.checkpoint import (InputGeometry, Manifest, TilingSpec, new_version, read_manifest, read_weights,
+                                  save_checkpoint)
 from inspector.decode import DecodeError, read_image
 from inspector.geometry import RESIZE_MODES, STRIDE, Geometry, choose_input_size
 from inspector.nets.losses import cosine_distillation_loss
@@ -30,6 +31,7 @@ from inspector.nets.model import SIGNALS_PREFIX, DiscrepancyModel, ModelConfig, 
 from inspector.nets.teachers import build_teacher
 from inspector.nets.discrepancy import image_scores
 from inspector.preprocess import as_geometry, normalize, prepare_placed, unnormalize
+from inspector.tiling import Tiling, auto_tiling, iter_stitched
 
 from . import distributed
 from .anomalies import paint
@@ -57,6 +59,8 @@ class FitConfig:
     image_size: int = 256  # input side for a square input; with ``resize="pad"`` the input's area is about its square
     input_size: tuple[int, int] | None = None  # (height, width); None: chosen from the training images
     resize: str = "pad"  # pad | stretch (inspector.geometry)
+    tile: int | str | None = "auto"  # tile side in px, "auto" (inspector.tiling.auto_tiling) or None: whole frames
+    overlap: int | None = None  # px shared by neighbouring tiles (default: tile / 8)
     selection: str = "synthetic"  # synthetic | loss: how the kept epoch is chosen
     synthetic_train: float = 0.5  # share of each batch given painted anomalies, clean features as the target
     epochs: int = 200
@@ -116,6 +120,51 @@ def to_batches(images: list[np.ndarray], geometry: Geometry | int, mean, std,
         placements += p
     x = torch.cat(parts) if parts else torch.empty(0, 3, *g.hw)
     return x, g.valid_mask(placements)
+
+
+def choose_tiling(cfg: FitConfig, frame_sizes: list[tuple[int, int]], log) -> Tiling | None:
+    """Tiles for full-resolution frames: given (``tile``), chosen from the frames' size
+    (``"auto"``), or none."""
+    if cfg.tile in (None, 0, "off", "none"):
+        return None
+    if cfg.tile == "auto":
+        tiling = auto_tiling(frame_sizes, cfg.image_size)
+        if tiling is not None and cfg.overlap is not None:
+            tiling = Tiling(tiling.tile, cfg.overlap)
+    else:
+        tile = int(cfg.tile)
+        if tile % STRIDE:
+            raise ValueError(f"tile side {tile} must be a multiple of {STRIDE}")
+        tiling = Tiling(tile, tile // 8 if cfg.overlap is None else cfg.overlap)
+    if tiling is not None:
+        tiles = sum(tiling.count(hw) for hw in frame_sizes)
+        log.info("tiling", tile=tiling.tile, overlap=tiling.overlap, frames=len(frame_sizes), tiles=tiles,
+                 median_frame_px=int(np.median([h * w for h, w in frame_sizes])))
+    return tiling
+
+
+def tiles_of(images: list[np.ndarray], tiling: Tiling) -> list[np.ndarray]:
+    return [t for img in images for t in tiling.cut(img)[0]]
+
+
+@torch.no_grad()
+def tiled_normal_scores(model: DiscrepancyModel, frames: list[np.ndarray], tiling: Tiling, geometry: Geometry,
+                        spec, device, max_tiles: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-frame scores and stitched-map maxima of normal frames, as the engine computes them."""
+    model.eval()
+
+    def run(tiles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        x, _ = to_batches(tiles, geometry, spec.mean, spec.std)
+        maps, s = model.maps_and_scores(x.to(device))
+        part = model.global_part(maps, s)
+        return maps.float().cpu().numpy(), (np.zeros(len(tiles)) if part is None else part.float().cpu().numpy())
+
+    has_global = model.global_part(torch.zeros(1, 1, 1), torch.zeros(1)) is not None
+    scores, peaks = [], []
+    for _, fmap, parts in iter_stitched(frames, tiling, run, max_tiles):
+        scores.append(model.frame_score(torch.from_numpy(fmap), float(parts.max()) if has_global else None))
+        peaks.append(float(fmap.max()))
+    return np.asarray(scores, np.float32), np.asarray(peaks, np.float32)
 
 
 def input_geometry(cfg: FitConfig, frame_sizes: list[tuple[int, int]], log) -> Geometry:
@@ -316,6 +365,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     model = DiscrepancyModel(teacher, build_student(mcfg, teacher), mcfg).to(device)
     parent = None
     init_geometry = None
+    init_tiling = None
     if cfg.init_from is not None:
         init_manifest = read_manifest(cfg.init_from)
         if (init_manifest.method, init_manifest.teacher) != (cfg.method, cfg.teacher):
@@ -325,12 +375,22 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                                        if not k.startswith(SIGNALS_PREFIX)})
         parent = init_manifest.version
         init_geometry = init_manifest.input_geometry()  # a warm start keeps the input it was trained at
+        init_tiling = init_manifest.input_tiling()
     spec = teacher.spec
-    geometry = init_geometry if init_geometry is not None and cfg.input_size is None else \
-        input_geometry(cfg, [img.shape[:2] for img in train_imgs], log)
+    sizes = [img.shape[:2] for img in train_imgs]
+    tiling = (init_tiling if cfg.init_from is not None else choose_tiling(cfg, sizes, log))
+    val_frames: list[np.ndarray] = []
+    n_frames = len(train_imgs)
+    if tiling is not None:  # full-resolution frames: train on every tile position
+        geometry = Geometry(tiling.tile, tiling.tile, "pad")
+        val_frames = val_imgs
+        train_imgs, val_imgs = tiles_of(train_imgs, tiling), tiles_of(val_imgs, tiling)
+    else:
+        geometry = init_geometry if init_geometry is not None and cfg.input_size is None else \
+            input_geometry(cfg, sizes, log)
     x_train, valid_train = to_batches(train_imgs, geometry, spec.mean, spec.std)
     x_val, valid_val = to_batches(val_imgs, geometry, spec.mean, spec.std)
-    del train_imgs, val_imgs
+    del train_imgs, val_imgs, sizes
 
     if cfg.selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {cfg.selection!r}")
@@ -437,11 +497,15 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
 
     t_signals = time.perf_counter()
     model = fit_signals(model, _teacher_batches(model, x_train, f_train, device), x_val, device,
-                        memory=cfg.memory_bank, gaussian=cfg.global_gaussian,
+                        # a tile's global statistics are not its frame's: tiled models score by the map
+                        memory=cfg.memory_bank, gaussian=cfg.global_gaussian and tiling is None,
                         coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log,
                         valid_train=valid_train, valid_val=valid_val)
     signals_seconds = time.perf_counter() - t_signals
-    scores, peaks = normal_scores(model, x_val, device, valid=valid_val)
+    if tiling is None:
+        scores, peaks = normal_scores(model, x_val, device, valid=valid_val)
+    else:  # the threshold is for whole frames, as they are served
+        scores, peaks = tiled_normal_scores(model, val_frames, tiling, geometry, spec, device)
     threshold, calibration = calibrate_threshold(scores, cfg.target_frr, cfg.calibration)
     region_threshold = None
     if model.config.fused:  # the map's own units: outline where it exceeds what normals reach
@@ -454,17 +518,18 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         teacher=cfg.teacher, teacher_sha256=teacher.weights_sha256, image_size=max(geometry.hw),
         geometry=None if geometry == Geometry.square(geometry.height) else InputGeometry(
             height=geometry.height, width=geometry.width, resize=geometry.resize),
+        tiling=None if tiling is None else TilingSpec(tile=tiling.tile, overlap=tiling.overlap),
         mean=spec.mean, std=spec.std, sigma=mcfg.sigma, score_mode=cfg.score_mode, topk_fraction=cfg.topk_fraction,
         loss=cfg.loss, threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
         signals=signals, region_threshold=region_threshold, calibration=calibration,
-        metrics={"val_loss": best["val"], "best_epoch": best["epoch"], "val_images": len(x_val),
+        metrics={"val_loss": best["val"], "best_epoch": best["epoch"], "val_images": len(scores),
                  "selection": selection,
                  "val_false_reject_rate": float(np.mean(scores >= threshold))},
         data_fingerprint=data_fingerprint(train_paths + val_paths),
         training={"epochs": cfg.epochs, "batch_size": bs, "lr": cfg.lr, "betas": list(cfg.betas), "seed": cfg.seed,
                   "val_fraction": cfg.val_fraction, "coreset_fraction": cfg.coreset_fraction,
                   "selection": selection, "synthetic_train": cfg.synthetic_train,
-                  "train_images": n, "skipped_images": skipped, "device": str(device),
+                  "train_images": n, "train_frames": n_frames, "skipped_images": skipped, "device": str(device),
                   "train_seconds": round(train_seconds, 1), "signals_seconds": round(signals_seconds, 1),
                   "amp": use_amp, "teacher_cache": cache,
                   "processes": ctx.world,
@@ -473,7 +538,8 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     )
     manifest = save_checkpoint(out, model.student_state(), manifest)
     log.info("checkpoint_written", out=str(out), version=manifest.version, threshold=threshold)
-    return {"checkpoint": str(out), "version": manifest.version, "method": cfg.method, "input": geometry.describe(),
+    described = geometry.describe() if tiling is None else f"tiles {tiling.tile}px, overlap {tiling.overlap}px"
+    return {"checkpoint": str(out), "version": manifest.version, "method": cfg.method, "input": described,
             "variant": manifest.variant, "teacher": cfg.teacher, "threshold": threshold,
             "best_epoch": best["epoch"], "val_loss": best["val"], "train_seconds": round(train_seconds, 1),
             "signals_seconds": round(signals_seconds, 1), "calibration": calibration["method"],

@@ -292,10 +292,7 @@ def _read_images(paths: list[Path]) -> list[np.ndarray]:
 
 
 def _scores(engine: Any, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
-    out = []
-    for i in range(0, len(images), batch):
-        _, s = engine.maps(images[i:i + batch])
-        out.append(s.cpu().numpy().astype(np.float64))
+    out = [engine.scores(images[i:i + batch]) for i in range(0, len(images), batch)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -519,6 +516,8 @@ def _refresh_locked(settings: TrainerSettings, model: str, model_dir: Path, summ
             # a refreshed model keeps the live one's input, so the gate compares like with like
             input_size=ref.input_geometry().hw if ref else None,
             resize=ref.input_geometry().resize if ref else "pad",
+            tile=(ref.tiling.tile if ref.tiling else None) if ref else "auto",
+            overlap=ref.tiling.overlap if ref and ref.tiling else None,
             score_mode=ref.score_mode if ref else "max", topk_fraction=ref.topk_fraction if ref else 0.01,
             loss=ref.loss if ref else "map",
             target_frr=target_frr, epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,

@@ -136,6 +136,21 @@ class DiscrepancyModel(nn.Module):
         weight = 0.5 if cfg.fused and cfg.gaussian else 1.0
         return scores + weight * (part - whole)
 
+    def global_part(self, maps: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+        """The global Gaussian's part of ``fuse``'s scores (B,), recovered from ``maps_and_scores``'
+        outputs (``fuse`` averages it with the map part); None when it is not fused."""
+        cfg = self.config
+        if not (cfg.fused and cfg.gaussian):
+            return None
+        return 2.0 * scores - image_scores(maps, cfg.score_mode, cfg.topk_fraction)
+
+    def frame_score(self, stitched: torch.Tensor, global_part: float | None = None) -> float:
+        """The score of a tiled frame: the map part over its stitched map (H,W), averaged with the
+        largest global part of its tiles when the Gaussian is fused (as ``fuse`` does)."""
+        cfg = self.config
+        part = float(image_scores(stitched[None].float(), cfg.score_mode, cfg.topk_fraction)[0])
+        return part if global_part is None else (part + float(global_part)) / 2.0
+
     def student_state(self) -> dict[str, torch.Tensor]:
         """Everything the checkpoint stores: the students' weights and the signals' buffers."""
         state = {k: v.detach().contiguous() for k, v in self.student.state_dict().items()}

@@ -1,17 +1,20 @@
 """Small defects on full-resolution frames: tiles against the whole frame resized, in one run.
 
-Makes 2448×2048 textured parts (a fine stationary grain under slow illumination changes, as on
-machined or coated surfaces) with one defect each, 5-40 px across (a dark or bright spot, or a
+Makes 2448×2048 textured parts (a fine stationary grain of ``--grain`` grey levels under slow
+illumination changes, as on machined or coated surfaces) with one defect each of ``--contrast``
+grey levels, 5-40 px across (a dark or bright spot, or a
 thin scratch), in the MVTec layout; trains two RD models with the same teacher, input size,
-epochs and seed on the same normal frames: one on tiles of that size (``--tile``), one on whole
-frames resized to about that many pixels (``--tile off``); then scores the same test frames with
+seed and number of training samples (a tile or a whole frame each: the whole-frame model gets
+as many more epochs) on the same normal frames: one on tiles of that size (``--tile``), one on
+whole frames resized to about that many pixels (``--tile off``); then scores the same test frames with
 both through the serving Engine. The threshold of each is set on its own scores of the good test
 frames for a false-reject rate of at most 1 % (the largest score of fewer than 100 good frames:
 none rejected), and recall is reported by defect size. Throughput (frames/s and tiles/s at
 2448×2048 and 1280×1024, against 256×256 frames through the whole-frame model) is measured with
 the tiled engine, interleaved in rounds.
 
-    python bench/tiling.py --out runs/tiling --train 10 --good 30 --defects 60 --epochs 4
+    python bench/tiling.py --out runs/tiling-g6 --train 10 --good 30 --defects 63 --epochs 4 --grain 6
+    python bench/tiling.py --out runs/tiling --train 10 --good 30 --defects 63 --epochs 4 --grain 14
 """
 
 from __future__ import annotations
@@ -28,17 +31,18 @@ HW = (2048, 2448)
 SIZES = (5, 8, 12, 16, 24, 32, 40)
 
 
-def texture(rng: np.random.Generator, hw: tuple[int, int] = HW) -> np.ndarray:
-    """A grey part: fine grain (2-3 px) plus slow illumination, 8-bit BGR."""
+def make_texture(rng: np.random.Generator, hw: tuple[int, int] = HW, grain_std: float = 6.0) -> np.ndarray:
+    """A grey part: fine grain (2-3 px, ``grain_std`` grey levels) plus slow illumination, 8-bit BGR."""
     h, w = hw
     grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.2)
-    grain *= 14 / grain.std()
+    grain *= grain_std / grain.std()
     light = cv2.resize(rng.normal(0, 1, (4, 5)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     img = 128 + grain + 10 * light
     return cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
 
-def add_defect(img: np.ndarray, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+def add_defect(img: np.ndarray, rng: np.random.Generator, size: int,
+               contrast: float = 45.0) -> tuple[np.ndarray, np.ndarray, str]:
     """One defect of ``size`` px across at a random place (away from the border); its mask and kind."""
     h, w = img.shape[:2]
     y, x = int(rng.integers(60, h - 60)), int(rng.integers(60, w - 60))
@@ -48,18 +52,23 @@ def add_defect(img: np.ndarray, rng: np.random.Generator, size: int) -> tuple[np
         angle = rng.uniform(0, np.pi)
         dx, dy = int(round(size / 2 * np.cos(angle))), int(round(size / 2 * np.sin(angle)))
         cv2.line(mask, (x - dx, y - dy), (x + dx, y + dy), 1, max(1, size // 8))
-        delta = -55
+        delta = -contrast
     else:
         cv2.circle(mask, (x, y), max(1, size // 2), 1, -1)
-        delta = -45 if kind == "dark_spot" else 45
+        delta = -contrast if kind == "dark_spot" else contrast
     soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)
     out = np.clip(img.astype(np.float32) + delta * soft[..., None], 0, 255).astype(np.uint8)
     return out, mask, kind
 
 
-def make_data(root: Path, n_train: int, n_good: int, n_defects: int, seed: int) -> dict[str, tuple[int, str]]:
+def make_data(root: Path, n_train: int, n_good: int, n_defects: int, seed: int, grain: float,
+              contrast: float) -> dict[str, tuple[int, str]]:
     """Writes the data set; returns test file name → (defect size, kind) for the defective ones."""
     rng = np.random.default_rng(seed)
+
+    def texture(rng: np.random.Generator) -> np.ndarray:
+        return make_texture(rng, HW, grain)
+
     truth: dict[str, tuple[int, str]] = {}
     for folder in ("train/good", "test/good", "test/defect", "ground_truth/defect"):
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -69,7 +78,7 @@ def make_data(root: Path, n_train: int, n_good: int, n_defects: int, seed: int) 
         cv2.imwrite(str(root / "test/good" / f"{i:03d}.png"), texture(rng))
     for i in range(n_defects):
         size = SIZES[i % len(SIZES)]
-        img, mask, kind = add_defect(texture(rng), rng, size)
+        img, mask, kind = add_defect(texture(rng), rng, size, contrast)
         name = f"{i:03d}.png"
         cv2.imwrite(str(root / "test/defect" / name), img)
         cv2.imwrite(str(root / "ground_truth/defect" / f"{i:03d}_mask.png"), mask * 255)
@@ -105,9 +114,9 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def throughput(tiled, whole, rounds: int, seconds: float) -> dict:
     rng = np.random.default_rng(1)
-    cases = {"2448x2048": (tiled, [texture(rng, (2048, 2448)) for _ in range(2)]),
-             "1280x1024": (tiled, [texture(rng, (1024, 1280)) for _ in range(4)]),
-             "256x256 (whole-frame model)": (whole, [texture(rng, (256, 256)) for _ in range(8)])}
+    cases = {"2448x2048": (tiled, [make_texture(rng, (2048, 2448)) for _ in range(2)]),
+             "1280x1024": (tiled, [make_texture(rng, (1024, 1280)) for _ in range(4)]),
+             "256x256 (whole-frame model)": (whole, [make_texture(rng, (256, 256)) for _ in range(8)])}
     rates: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(rounds):  # interleaved: every case once per round
         for name, (engine, frames) in cases.items():
@@ -138,6 +147,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grain", type=float, default=6.0, help="grey-level std of the surface's fine grain")
+    p.add_argument("--contrast", type=float, default=45.0, help="grey levels a defect adds or takes away")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0)
     args = p.parse_args()
@@ -150,16 +161,23 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "data"
     t0 = time.perf_counter()
-    truth = make_data(data, args.train, args.good, args.defects, args.seed)
+    truth = make_data(data, args.train, args.good, args.defects, args.seed, args.grain, args.contrast)
     print(f"data: {args.train} train, {args.good} good and {args.defects} defective test frames of "
-          f"{HW[1]}x{HW[0]} px ({time.perf_counter() - t0:.0f} s)", flush=True)
+          f"{HW[1]}x{HW[0]} px, grain std {args.grain:g}, defect contrast {args.contrast:g} "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
     results: dict = {"frame": f"{HW[1]}x{HW[0]}", "args": {k: str(v) for k, v in vars(args).items()}}
     engines = {}
+    samples = None
     for name, tile in (("tiled", args.image_size), ("whole", None)):
         t0 = time.perf_counter()
+        # the same number of training samples for both: a whole frame is one sample, a tile is one
+        epochs = args.epochs if samples is None else max(args.epochs, round(samples / max(1, frames_trained)))
         summary = fit(FitConfig(data=data, out=args.out / name, image_size=args.image_size, tile=tile,
-                                epochs=args.epochs, seed=args.seed, progress=False, name=f"bench-{name}",
+                                epochs=epochs, seed=args.seed, progress=False, name=f"bench-{name}",
                                 val_fraction=0.2))
+        if samples is None:
+            samples = summary["train_images"] * args.epochs
+            frames_trained = int(round(args.train * 0.8))
         fit_s = time.perf_counter() - t0
         engines[name] = load_engine(args.out / name, "cpu")
         good_paths = sorted((data / "test/good").iterdir())
@@ -169,9 +187,11 @@ def main() -> int:
         score_s = time.perf_counter() - t1
         table = recall_table(good, bad, [truth[p.name][0] for p in bad_paths])
         table.update(input=summary["input"], fit_seconds=round(fit_s, 1), score_seconds=round(score_s, 1),
-                     train_images=summary["train_images"])
+                     train_images=summary["train_images"], epochs=epochs,
+                     train_samples=summary["train_images"] * epochs)
         results[name] = table
-        print(f"{name}: {summary['input']}, fit {table['fit_seconds']} s; recall {table['recall']:.3f} at FRR "
+        print(f"{name}: {summary['input']}, {epochs} epochs of {summary['train_images']} images, fit "
+              f"{table['fit_seconds']} s; recall {table['recall']:.3f} at FRR "
               f"{table['false_reject_rate']:.3f} (under 15 px {table['recall_under_15px']:.3f}, 15-40 px "
               f"{table['recall_15px_and_over']:.3f}), image AUROC {table['image_auroc']:.3f}; by size "
               f"{table['recall_by_size']}", flush=True)

@@ -128,7 +128,10 @@ class Engine:
     @torch.inference_mode()
     def placed_maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
         """Anomaly maps of the model input (B,H,W) float32, scores (B,), on the device (the CPU
-        for onnx), and where each frame lies in its map (``Geometry.frame_map``)."""
+        for onnx), and where each frame lies in its map (``Geometry.frame_map``). Whole-frame
+        models only: a tiled model's maps are its frames' stitched maps (``frame_maps``)."""
+        if self.tiling is not None:
+            raise ValueError("a tiled model has no single input map per frame: use frame_maps, scores or infer")
         m = self.manifest
         batch, placements = prepare_placed(images, self.geometry, m.mean, m.std, self.device)
         maps, scores = self._run(batch)

@@ -154,6 +154,8 @@ def test_tiled_serving_matches_the_calibration_and_keeps_each_frames_shape(tiled
         assert o.heatmap.shape == fit_to_aspect((h, w), TILED_HEATMAP_SIDE)
         assert o.defect == (o.score >= m.threshold)
     assert tiled_engine.units(TILED_HW) == tiled_engine.tiling.count(TILED_HW) > 1 and tiled_engine.units((10, 10)) == 1
+    with pytest.raises(ValueError, match="tiled"):  # no silent resize of a whole frame into one tile
+        tiled_engine.maps(frames)
 
 
 def test_tiled_regions_and_masks_are_in_original_pixels_up_to_the_frame_edges(tiled_engine):

@@ -106,18 +106,12 @@ class Engine:
         """Tiles (each the input size) → their maps (n,t,t) and the global parts of their scores."""
         m = self.manifest
         batch, _ = prepare_placed(tiles, self.geometry, m.mean, m.std, self.device)
-        maps, scores = self._run(batch)
-        part = self.model.global_part(maps, scores)
-        parts = np.zeros(len(tiles), np.float32) if part is None else part.float().cpu().numpy()
-        return maps.float().cpu().numpy(), parts
+        return self.model.tile_outputs(*self._run(batch))
 
     def _stitched(self, images: Sequence[np.ndarray]):
         """(index, stitched map, score) of each frame of a tiled model, as each is complete."""
-        has_global = self.model.global_part(torch.zeros(1, 1, 1), torch.zeros(1)) is not None
         for i, fmap, parts in iter_stitched(images, self.tiling, self._run_tiles, self.max_tiles):
-            with torch.inference_mode():
-                score = self.model.frame_score(torch.from_numpy(fmap), float(parts.max()) if has_global else None)
-            yield i, fmap, score
+            yield i, fmap, self.model.frame_score(fmap, parts)
 
     def scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Image scores (float64), tiled or not."""

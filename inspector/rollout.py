@@ -272,12 +272,8 @@ class Rollout:
             refusal = ordering_refusal(self._live.get(update.name), update, manifest)
             if refusal is not None:
                 raise refusal
+            # the same manifest, pinned by its hash: its name and version were checked above
             engine = self._load_verified(path, update.manifest_sha256)
-            if engine.name != update.name or engine.version != update.version:
-                raise CheckpointError(
-                    f"checkpoint is {engine.name}/{engine.version}, update names {update.name}/{update.version}",
-                    "name_mismatch",
-                )
         except Exception as exc:  # noqa: BLE001 - any failure refuses the update, never the worker
             self._refuse(update.name, exc, log, rollback=update.rollback,
                          key_id=update.signature.key_id if update.signature else None)

@@ -70,18 +70,18 @@ class Tiling:
     def count(self, hw: tuple[int, int]) -> int:
         return len(self.starts(hw[0])) * len(self.starts(hw[1]))
 
+    def crop(self, image: np.ndarray, t: Tile) -> np.ndarray:
+        """One tile of the frame, ``tile``×``tile`` (mirrored up where the frame is smaller)."""
+        crop = image[t.y:t.y + t.h, t.x:t.x + t.w]
+        if t.h < self.tile or t.w < self.tile:
+            pad = [(0, self.tile - t.h), (0, self.tile - t.w)] + [(0, 0)] * (image.ndim - 2)
+            crop = np.pad(crop, pad, mode="symmetric")
+        return np.ascontiguousarray(crop)
+
     def cut(self, image: np.ndarray) -> tuple[list[np.ndarray], list[Tile]]:
-        """The frame's tiles (each ``tile``×``tile``; mirrored up where the frame is smaller) and
-        where they lie."""
+        """The frame's tiles and where they lie."""
         tiles = self.grid(image.shape[:2])
-        out = []
-        for t in tiles:
-            crop = image[t.y:t.y + t.h, t.x:t.x + t.w]
-            if t.h < self.tile or t.w < self.tile:
-                pad = [(0, self.tile - t.h), (0, self.tile - t.w)] + [(0, 0)] * (image.ndim - 2)
-                crop = np.pad(crop, pad, mode="symmetric")
-            out.append(np.ascontiguousarray(crop))
-        return out, tiles
+        return [self.crop(image, t) for t in tiles], tiles
 
     def window(self, length: int) -> np.ndarray:
         """1-D blending weights over one tile side: a ramp over ``overlap`` px at each end."""
@@ -146,15 +146,14 @@ def iter_stitched(images: Sequence[np.ndarray], tiling: Tiling,
                 np.asarray(values_of.pop(i), np.float32)
 
     for i, image in enumerate(images):
-        tiles, grid = tiling.cut(image)
+        grid = tiling.grid(image.shape[:2])
         grids.append(grid)
-        for tile in tiles:
-            pending.append(tile)
+        for t in grid:  # copied only when about to run: a 20 MP frame is never held twice
+            pending.append(tiling.crop(image, t))
             owners.append(i)
             if len(pending) >= max_tiles:
                 flush()
                 yield from ready(i + 1)
-        del tiles
     if pending:
         flush()
     yield from ready(len(images))

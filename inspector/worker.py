@@ -373,9 +373,7 @@ class Worker:
     def _units(self, frame: Frame) -> int:
         """The frame's share of a batch: its tiles for a tiled model, else 1."""
         engine = self.registry.get(frame.model or "")
-        if engine is None or frame.image is None or getattr(engine, "tiling", None) is None:
-            return 1
-        return engine.units(frame.image.shape[:2])
+        return 1 if engine is None or frame.image is None else engine.units(frame.image.shape[:2])
 
     def _route_decoded(self, frame: Frame) -> None:
         if frame.reject is not None:

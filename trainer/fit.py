@@ -125,7 +125,7 @@ def to_batches(images: list[np.ndarray], geometry: Geometry | int, mean, std,
 def choose_tiling(cfg: FitConfig, frame_sizes: list[tuple[int, int]], log) -> Tiling | None:
     """Tiles for full-resolution frames: given (``tile``), chosen from the frames' size
     (``"auto"``), or none."""
-    if cfg.tile in (None, 0, "off", "none"):
+    if cfg.tile is None:
         return None
     if cfg.tile == "auto":
         tiling = auto_tiling(frame_sizes, cfg.image_size)
@@ -155,14 +155,11 @@ def tiled_normal_scores(model: DiscrepancyModel, frames: list[np.ndarray], tilin
 
     def run(tiles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         x, _ = to_batches(tiles, geometry, spec.mean, spec.std)
-        maps, s = model.maps_and_scores(x.to(device))
-        part = model.global_part(maps, s)
-        return maps.float().cpu().numpy(), (np.zeros(len(tiles)) if part is None else part.float().cpu().numpy())
+        return model.tile_outputs(*model.maps_and_scores(x.to(device)))
 
-    has_global = model.global_part(torch.zeros(1, 1, 1), torch.zeros(1)) is not None
     scores, peaks = [], []
     for _, fmap, parts in iter_stitched(frames, tiling, run, max_tiles):
-        scores.append(model.frame_score(torch.from_numpy(fmap), float(parts.max()) if has_global else None))
+        scores.append(model.frame_score(fmap, parts))
         peaks.append(float(fmap.max()))
     return np.asarray(scores, np.float32), np.asarray(peaks, np.float32)
 

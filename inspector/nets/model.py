@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -133,23 +134,30 @@ class DiscrepancyModel(nn.Module):
         cfg = self.config
         whole = image_scores(maps, cfg.score_mode, cfg.topk_fraction)
         part = image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
-        weight = 0.5 if cfg.fused and cfg.gaussian else 1.0
+        weight = 0.5 if self.has_global_part else 1.0
         return scores + weight * (part - whole)
 
-    def global_part(self, maps: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
-        """The global Gaussian's part of ``fuse``'s scores (B,), recovered from ``maps_and_scores``'
-        outputs (``fuse`` averages it with the map part); None when it is not fused."""
-        cfg = self.config
-        if not (cfg.fused and cfg.gaussian):
-            return None
-        return 2.0 * scores - image_scores(maps, cfg.score_mode, cfg.topk_fraction)
+    @property
+    def has_global_part(self) -> bool:
+        return bool(self.config.fused and self.config.gaussian)
 
-    def frame_score(self, stitched: torch.Tensor, global_part: float | None = None) -> float:
+    def tile_outputs(self, maps: torch.Tensor, scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``maps_and_scores``' outputs for tiles → their maps and the global Gaussian's part of
+        each score (``fuse`` averages it with the map part; zeros when it is not fused), on the CPU."""
+        cfg = self.config
+        if self.has_global_part:
+            parts = (2.0 * scores - image_scores(maps, cfg.score_mode, cfg.topk_fraction)).float().cpu().numpy()
+        else:
+            parts = np.zeros(len(maps), np.float32)
+        return maps.float().cpu().numpy(), parts
+
+    @torch.no_grad()
+    def frame_score(self, stitched: np.ndarray, tile_parts: np.ndarray) -> float:
         """The score of a tiled frame: the map part over its stitched map (H,W), averaged with the
         largest global part of its tiles when the Gaussian is fused (as ``fuse`` does)."""
         cfg = self.config
-        part = float(image_scores(stitched[None].float(), cfg.score_mode, cfg.topk_fraction)[0])
-        return part if global_part is None else (part + float(global_part)) / 2.0
+        part = float(image_scores(torch.from_numpy(stitched)[None].float(), cfg.score_mode, cfg.topk_fraction)[0])
+        return (part + float(tile_parts.max())) / 2.0 if self.has_global_part else part
 
     def student_state(self) -> dict[str, torch.Tensor]:
         """Everything the checkpoint stores: the students' weights and the signals' buffers."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inspector.engine import load_engine
+from inspector.engine.engine import load_engine
 
 
 def frames(n: int, size: tuple[int, int], data: Path | None) -> list[np.ndarray]:

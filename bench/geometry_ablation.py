@@ -6,7 +6,7 @@ rule, the same test set, only the placement differs. Rows (``MODE:HxW``):
 
 * ``stretch`` — resize to the input whatever the frame's shape (older checkpoints);
 * ``pad`` — scale to fit without distortion, mirror into the rest; scores read the frame's part
-  (the product's ``pad``, ``inspector.geometry``);
+  (the product's ``pad``, ``inspector.model.geometry``);
 * ``padfull`` — ``pad``, but the score reads the whole input, mirrored border included;
 * ``padframe`` — ``pad``, and the Gaussian's statistics pooled over the frame's cells only (the
   product pools them over the whole input: the exported graph has one input);
@@ -32,12 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inspector.decode import read_image
-from inspector.geometry import Geometry, Placement
-from inspector.nets.discrepancy import AnomalyMapper
-from inspector.nets.signals import GlobalGaussian, PatchMemory, pooled_statistics
-from inspector.nets.teachers import build_teacher
-from inspector.preprocess import normalize, to_unit_tensor
+from inspector.contracts.decode import read_image
+from inspector.model.geometry import Geometry, Placement
+from inspector.model.nets.discrepancy import AnomalyMapper
+from inspector.model.nets.signals import GlobalGaussian, PatchMemory, pooled_statistics
+from inspector.model.nets.teachers import build_teacher
+from inspector.model.preprocess import normalize, to_unit_tensor
 from trainer.data import load_sample, scan_dataset, split_train_val
 from trainer.metrics import image_auroc, pixel_auroc
 from trainer.signals import DEFAULT_CORESET_FRACTION, MAX_CANDIDATES, bank_size, collect, fit_gaussian, greedy_coreset

@@ -58,9 +58,9 @@ def _sync(device: torch.device) -> None:
 
 def build_model(method: str, teacher_name: str, pretrained: bool, size: int):
     """Untrained students on a teacher (speed does not depend on the weights), and a manifest."""
-    from inspector.checkpoint import Manifest
-    from inspector.nets.model import DiscrepancyModel, ModelConfig, build_student
-    from inspector.nets.teachers import build_teacher, build_untrained_teacher
+    from inspector.model.checkpoint import Manifest
+    from inspector.model.nets.model import DiscrepancyModel, ModelConfig, build_student
+    from inspector.model.nets.teachers import build_teacher, build_untrained_teacher
 
     teacher = build_teacher(teacher_name) if pretrained else build_untrained_teacher(teacher_name)
     config = ModelConfig(method=method)
@@ -72,7 +72,7 @@ def build_model(method: str, teacher_name: str, pretrained: bool, size: int):
 
 
 def build_engine(method: str, teacher_name: str, pretrained: bool, size: int, device: torch.device, fast):
-    from inspector.engine import Engine
+    from inspector.engine.engine import Engine
 
     model, manifest = build_model(method, teacher_name, pretrained, size)
     return Engine(model, manifest, device, fast=fast, onnx_fallback=False)
@@ -109,7 +109,7 @@ def measure(engine, size: int, batch: int, seconds: float) -> dict:
 
 
 def engine_rows(args, device: torch.device, ceilings: dict) -> list[dict]:
-    from inspector.fastpath import FastPath
+    from inspector.engine.backends.fastpath import FastPath
 
     configs = {"fp32": FastPath("torch", "fp32", True), "bf16": FastPath("torch", "bf16", True)}
     if not args.dry_run:
@@ -152,7 +152,7 @@ def engine_rows(args, device: torch.device, ceilings: dict) -> list[dict]:
 
 def service_rows(args, out: Path, device: torch.device) -> dict:
     """End to end through a broker: bench/service_bench.py on a saved lite0 RD checkpoint."""
-    from inspector.checkpoint import save_checkpoint
+    from inspector.model.checkpoint import save_checkpoint
 
     if args.bootstrap is None and shutil.which("java") is None:  # the local broker is Apache Kafka on a JVM
         print("service: skipped (no --bootstrap and no Java for the local Apache Kafka)", flush=True)

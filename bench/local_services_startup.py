@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from inspector.localstack import LocalBroker, LocalRedis, ensure_kafka_jars
+from devtools.localstack import LocalBroker, LocalRedis, ensure_kafka_jars
 
 
 def timed(fn) -> float:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inspector.nets.teachers import build_teacher
-from inspector.preprocess import prepare_batch
+from inspector.model.nets.teachers import build_teacher
+from inspector.model.preprocess import prepare_batch
 from trainer.data import load_sample, scan_dataset
 
 

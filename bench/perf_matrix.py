@@ -37,15 +37,13 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
-from perf_baseline import ReferenceInspector  # noqa: E402
-from perf_measure import PeakRSS, flops_per_image, matmul_gflops, time_batches  # noqa: E402
+from perf_baseline import ReferenceInspector
+from perf_measure import PeakRSS, flops_per_image, matmul_gflops, time_batches
 
-from inspector.engine import Engine, load_engine  # noqa: E402
-from inspector.fastpath import FastPath, bf16_supported, onnx_available  # noqa: E402
-from inspector.nets.teachers import TEACHERS, TeacherWeightsError, build_teacher  # noqa: E402
+from inspector.engine.engine import Engine, load_engine
+from inspector.engine.backends.fastpath import FastPath, bf16_supported, onnx_available
+from inspector.model.nets.teachers import TEACHERS, TeacherWeightsError, build_teacher
 
 CONFIGS: dict[str, FastPath] = {
     "torch-fp32 (before)": FastPath("torch", "fp32", channels_last=False, fuse=False),
@@ -92,8 +90,8 @@ def teacher_availability() -> dict[str, str]:
 
 def random_checkpoint(method: str, teacher: str, size: int, root: Path) -> Path:
     """A checkpoint with a randomly initialised student (for speed only; never served)."""
-    from inspector.checkpoint import Manifest, new_version, save_checkpoint
-    from inspector.nets.model import ModelConfig, build_student
+    from inspector.model.checkpoint import Manifest, new_version, save_checkpoint
+    from inspector.model.nets.model import ModelConfig, build_student
 
     t = build_teacher(teacher, allow_download=False)
     torch.manual_seed(0)

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from inspector.engine import load_engine  # noqa: E402
-from inspector.fastpath import FastPath, bf16_supported, onnx_available  # noqa: E402
-from trainer.evaluate import run_test_set  # noqa: E402
-from trainer.metrics import image_auroc, pixel_auroc  # noqa: E402
+from inspector.engine.engine import load_engine
+from inspector.engine.backends.fastpath import FastPath, bf16_supported, onnx_available
+from trainer.evaluate import run_test_set
+from trainer.metrics import image_auroc, pixel_auroc
 
 TOLERANCE = 0.002  # allowed AUROC difference from fp32 (issue 6)
 

@@ -7,7 +7,7 @@ the same checkpoint at the same batch size, measured in this process on the same
 
     python bench/service_bench.py --checkpoint CKPT --frames 300 --sizes 256 2448x2048 --plots DIR
 
-Without --bootstrap/--redis-url it starts a local broker and Redis (inspector.localstack).
+Without --bootstrap/--redis-url it starts a local broker and Redis (devtools.localstack).
 Prints a table on stderr and the JSON result on stdout (also --out FILE); --plots DIR writes
 the latency CDF of every run (latency_cdf.png) and the JSON (service.json) there. The worker and
 the bare measurement run the model the same way (--engine-backend/--engine-precision, default
@@ -34,10 +34,9 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -67,8 +66,8 @@ def make_frames(size: tuple[int, int], count: int, quality: int = 90) -> list[by
 def bare_inference(checkpoint: str, device: str | None, frames: list[bytes], batch: int, seconds: float,
                    backend: str = "auto", precision: str = "auto") -> dict:
     """engine.infer throughput on already-decoded frames, batches of ``batch``."""
-    from inspector.decode import DecodeLimits, decode_image
-    from inspector.engine import load_engine
+    from inspector.contracts.decode import DecodeLimits, decode_image
+    from inspector.engine.engine import load_engine
 
     engine = load_engine(checkpoint, device, backend=backend, precision=precision)
     limits = DecodeLimits(max_bytes=256 << 20, max_pixels=200_000_000)
@@ -117,7 +116,7 @@ class Stack:
 
     def __enter__(self) -> Stack:
         if self.bootstrap is None or self.redis_url is None:
-            from inspector.localstack import LocalBroker, LocalRedis
+            from devtools.localstack import LocalBroker, LocalRedis
 
             if self.bootstrap is None:
                 self.bootstrap = self._stack.enter_context(LocalBroker()).bootstrap
@@ -131,7 +130,7 @@ class Stack:
 
 def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float | None) -> dict:
     """Start a worker, publish ``frames`` (at ``rate``/s or all at once), read every verdict."""
-    from inspector.localstack import free_port
+    from devtools.localstack import free_port
 
     tag = uuid.uuid4().hex[:8]
     topics = {"frames": f"bench-frames-{tag}", "verdicts": f"bench-verdicts-{tag}"}
@@ -343,7 +342,6 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     if args.plots:
-        sys.path.insert(0, str(REPO / "bench"))
         from perf_plots import plot_latency_cdf
 
         args.plots.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inspector.decode import read_image
-from inspector.engine import load_engine
-from inspector.nets.discrepancy import image_scores
-from inspector.preprocess import prepare_batch
+from inspector.contracts.decode import read_image
+from inspector.engine.engine import load_engine
+from inspector.model.nets.discrepancy import image_scores
+from inspector.model.preprocess import prepare_batch
 from trainer.data import load_sample, resize_mask, scan_dataset, split_train_val
 from trainer.evaluate import to_grid
 from trainer.metrics import calibrate_threshold, per_type_metrics
@@ -82,7 +82,7 @@ def recall_at(scores: np.ndarray, labels: np.ndarray, frr: float) -> float:
 def memory_at_levels(model, levels, train_images, m, val_images, test_images):
     """The memory map with a bank refitted at other teacher levels (same coreset rule), for the
     level ablation; returns (val maps, test maps) normalised like the checkpoint's."""
-    from inspector.nets.model import DiscrepancyModel
+    from inspector.model.nets.model import DiscrepancyModel
     from trainer.signals import bank_size, collect, greedy_coreset
 
     cfg = replace(model.config, memory_levels=tuple(levels), memory_bank_size=1, gaussian=False)

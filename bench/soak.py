@@ -1,6 +1,6 @@
 """Soak test: `inspector serve` under steady load for a long time, with workers SIGKILLed on a schedule.
 
-1. Starts a local broker + Redis (``inspector.localstack``) unless --bootstrap/--redis-url are given,
+1. Starts a local broker + Redis (``devtools.localstack``) unless --bootstrap/--redis-url are given,
    and uses --checkpoint (or trains a tiny RD model the way ``make demo`` does).
 2. Measures saturation throughput: a burst estimate, then --saturation-seconds of frames offered
    faster than that, with the publisher and reader running beside the workers as in the soak.
@@ -15,7 +15,7 @@
     python bench/soak.py --out runs/soak-1h --duration 3600 --kill-every 180
     python bench/soak.py --out runs/mem-10min --rate-fraction 1.0 --kill-every 0 --duration 600  # memory check
 
-The local broker is Apache Kafka (``inspector.localstack.LocalBroker``, one KRaft node); the soak's
+The local broker is Apache Kafka (``devtools.localstack.LocalBroker``, one KRaft node); the soak's
 frames topic gets a retention (--frames-retention-ms, 10 minutes) so that the broker's disk holds
 a bounded window of frames, as in production. --bootstrap runs against any other Kafka.
 
@@ -43,11 +43,10 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from inspector.budget import rss_bytes  # noqa: E402
+from inspector.pipeline.budget import rss_bytes
 
 
 def log(msg: str) -> None:
@@ -90,7 +89,7 @@ class Topics:
     def create(cls, bootstrap: str, partitions: int, label: str, retention_ms: int = 600_000) -> Topics:
         tag = f"{label}-{uuid.uuid4().hex[:6]}"
         t = cls(f"soak-frames-{tag}", f"soak-verdicts-{tag}", f"soak-dlq-{tag}", f"soak-models-{tag}", f"soak-{tag}")
-        from inspector.localstack import ensure_topics
+        from devtools.localstack import ensure_topics
 
         ensure_topics(bootstrap, frames=t.frames, verdicts=t.verdicts, dlq=t.dlq, normal=f"soak-normal-{tag}",
                       models=t.models, partitions=partitions, frames_retention_ms=retention_ms)
@@ -102,7 +101,7 @@ class WorkerSlot:
 
     def __init__(self, slot: int, args: argparse.Namespace, stack_env: dict[str, str], topics: Topics,
                  logs: Path) -> None:
-        from inspector.localstack import free_port
+        from devtools.localstack import free_port
 
         self.slot = slot
         self.incarnation = 0
@@ -291,7 +290,7 @@ def local_stack(bootstrap: str | None, redis_url: str | None, run_dir: Path):
     with contextlib.ExitStack() as stack:
         broker_pid = None
         if bootstrap is None or redis_url is None:
-            from inspector.localstack import LocalBroker, LocalRedis
+            from devtools.localstack import LocalBroker, LocalRedis
 
             if bootstrap is None:
                 broker = stack.enter_context(LocalBroker(run_dir=run_dir))

@@ -21,9 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from soak import Topics, WorkerSlot, local_stack, log, train_tiny  # noqa: E402
+from soak import Topics, WorkerSlot, local_stack, log, train_tiny
 
 
 def _spin() -> None:

@@ -87,7 +87,7 @@ def make_data(root: Path, n_train: int, n_good: int, n_defects: int, seed: int, 
 
 
 def scores_of(engine, paths: list[Path], batch: int = 4) -> np.ndarray:
-    from inspector.decode import read_image
+    from inspector.contracts.decode import read_image
 
     out = []
     for i in range(0, len(paths), batch):
@@ -153,8 +153,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     args = p.parse_args()
 
-    from inspector.engine import load_engine
-    from inspector.logging_setup import configure_logging
+    from inspector.engine.engine import load_engine
+    from inspector.support.logs import configure_logging
     from trainer.fit import FitConfig, fit
 
     configure_logging("warning")

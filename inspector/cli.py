@@ -1,14 +1,19 @@
-"""`inspector serve | score | publish | tail | schemas | verify`."""
+"""`inspector serve | score | verify | schemas`: the serving side's commands.
+
+The camera simulator, the verdict tail, the local services and the demo are dev tools
+(``python -m devtools``): they are not part of the serving package or its image.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import camera, score, serve, tail, verify, wire
-from .logging_setup import configure_logging
+from inspector import score, serve, verify
+from inspector.contracts import wire
+from inspector.support.logs import configure_logging
 
-COMMANDS = (serve, score, camera, tail, wire, verify)
+COMMANDS = (serve, score, wire, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from .decode import DecodeError, read_image
+from inspector.contracts.decode import DecodeError, read_image
 
 
 def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
@@ -17,9 +17,9 @@ def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .engine import load_engine
-    from .sinks import heatmap_png
+    from inspector.model.checkpoint import CheckpointError
+    from inspector.engine.engine import load_engine
+    from inspector.runtime.sinks import heatmap_png
 
     try:
         engine = load_engine(args.checkpoint, args.device)

@@ -8,8 +8,9 @@ from typing import Any
 
 import structlog
 
-from inspector.observability import HealthServer, Metrics, configure_logging
-from inspector.settings import Settings
+from inspector.runtime.observability import HealthServer, Metrics
+from inspector.support.logs import configure_logging
+from inspector.runtime.settings import Settings
 
 
 UNSIGNED_WARNING = ("model updates are not signature-checked (INSPECTOR_MODEL_TRUSTED_KEYS is empty): anyone who "
@@ -28,15 +29,15 @@ def _configure_threads(settings: Settings) -> None:
 
 
 def build_and_run(settings: Settings) -> int:
-    from inspector.engine import load_engine  # torch import only when serving
-    from inspector.rollout import ModelRegistry, Rollout
-    from inspector.signing import TrustedKeys
-    from inspector.sinks import DeadLetterSink, HeatmapCache, VerdictSink, make_producer
-    from inspector.worker import Worker
+    from inspector.engine.engine import load_engine  # torch import only when serving
+    from inspector.runtime.rollout import ModelRegistry, Rollout
+    from inspector.model.signing import TrustedKeys
+    from inspector.runtime.sinks import DeadLetterSink, HeatmapCache, VerdictSink, make_producer
+    from inspector.runtime.worker import Worker
 
-    from inspector.budget import pin_mmap_threshold
+    from inspector.pipeline.budget import pin_mmap_threshold
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_logs=True)
     log = structlog.get_logger("inspector.serve")
     _configure_threads(settings)
     if settings.malloc_mmap_threshold is not None and not pin_mmap_threshold(settings.malloc_mmap_threshold):

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import WEIGHTS_FILE, CheckpointError, manifest_sha256, read_manifest
-from .hashing import sha256_file
-from .signing import SIGNATURE_FILE, SignatureError, TrustedKeys, read_statement, statement_matches, verify
+from inspector.model.checkpoint import WEIGHTS_FILE, CheckpointError, manifest_sha256, read_manifest
+from inspector.support.hashing import sha256_file
+from inspector.model.signing import SIGNATURE_FILE, SignatureError, TrustedKeys, read_statement, statement_matches, verify
 
 
 def verify_checkpoint(ckpt: str | Path, trusted: TrustedKeys) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.trusted_keys is not None:
         spec = args.trusted_keys
     else:
-        from .settings import Settings
+        from inspector.runtime.settings import Settings
 
         spec = Settings().model_trusted_keys
     try:

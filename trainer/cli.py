@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from inspector.geometry import parse_size
-from inspector.logging_setup import configure_logging
+from inspector.model.geometry import parse_size
+from inspector.support.logs import configure_logging
 
 
 def _tile_arg(value: str) -> int | str | None:
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:  # one clear line for the operator and the scheduler
-        from inspector.checkpoint import CheckpointError
-        from inspector.nets.teachers import TeacherWeightsError
+        from inspector.model.checkpoint import CheckpointError
+        from inspector.model.nets.teachers import TeacherWeightsError
         from .data import DatasetError
 
         if isinstance(exc, (CheckpointError, TeacherWeightsError, DatasetError, ValueError, FileNotFoundError)):

@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 
-from inspector.decode import DecodeError
-from inspector.wire import FrameHeaders
+from inspector.contracts.decode import DecodeError
+from inspector.contracts.wire import FrameHeaders
 
 from .settings import TrainerSettings
 from .store import NormalStore, check_model_name

@@ -80,7 +80,7 @@ def _refresh(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from inspector.signing import generate_key_pair
+    from inspector.model.signing import generate_key_pair
 
     try:
         out = generate_key_pair(args.out, args.name)
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inspector.logging_setup import configure_logging
+    from inspector.support.logs import configure_logging
 
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, json_logs=True)

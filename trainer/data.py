@@ -6,7 +6,7 @@ Layout::
     ROOT/test/<type>/*                     'good' = normal, any other folder = a defect type
     ROOT/ground_truth/<type>/<stem>_mask.png   one mask per defect test image
 
-Images are returned as decoded; turning them into model input is ``inspector.preprocess``'s job
+Images are returned as decoded; turning them into model input is ``inspector.model.preprocess``'s job
 alone, so training, evaluation and serving see the same pixels.
 """
 
@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 import structlog
 
-from inspector.decode import read_image
-from inspector.geometry import as_hw
-from inspector.hashing import sha256_file
+from inspector.contracts.decode import read_image
+from inspector.model.geometry import as_hw
+from inspector.support.hashing import sha256_file
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import structlog
 
-from inspector.decode import DecodeError
-from inspector.engine import Engine, load_engine
+from inspector.contracts.decode import DecodeError
+from inspector.engine.engine import Engine, load_engine
 
 from .data import DatasetError, load_sample, resize_mask, scan_dataset
 from .metrics import per_type_metrics, score_stats

@@ -1,7 +1,7 @@
 """Training: students distilled from a frozen teacher on normal images only.
 
 Paper defaults (Adam 0.005, betas 0.5/0.999, batch 16). Images go through the same
-``inspector.preprocess`` path the service uses. A validation split of the training normals picks
+``inspector.model.preprocess`` path the service uses. A validation split of the training normals picks
 the best epoch (lowest validation loss) and calibrates the threshold; the test set is never read.
 Teacher features are computed once and cached when they fit in memory (the teacher is frozen and
 there is no augmentation, so they never change). Resume state is written as safetensors + JSON.
@@ -22,16 +22,16 @@ import numpy as np
 import structlog
 import torch
 
-from inspector.checkpoint import (InputGeometry, Manifest, TilingSpec, new_version, read_manifest, read_weights,
+from inspector.model.checkpoint import (InputGeometry, Manifest, TilingSpec, new_version, read_manifest, read_weights,
                                   save_checkpoint)
-from inspector.decode import DecodeError, read_image
-from inspector.geometry import RESIZE_MODES, STRIDE, Geometry, choose_input_size
-from inspector.nets.losses import cosine_distillation_loss
-from inspector.nets.model import SIGNALS_PREFIX, DiscrepancyModel, ModelConfig, build_student
-from inspector.nets.teachers import build_teacher
-from inspector.nets.discrepancy import image_scores
-from inspector.preprocess import as_geometry, normalize, prepare_placed, unnormalize
-from inspector.tiling import Tiling, auto_tiling, iter_stitched
+from inspector.contracts.decode import DecodeError, read_image
+from inspector.model.geometry import RESIZE_MODES, STRIDE, Geometry, choose_input_size
+from inspector.model.nets.losses import cosine_distillation_loss
+from inspector.model.nets.model import SIGNALS_PREFIX, DiscrepancyModel, ModelConfig, build_student
+from inspector.model.nets.teachers import build_teacher
+from inspector.model.nets.discrepancy import image_scores
+from inspector.model.preprocess import as_geometry, normalize, prepare_placed, unnormalize
+from inspector.model.tiling import Tiling, auto_tiling, iter_stitched
 
 from . import distributed
 from .anomalies import paint
@@ -58,8 +58,8 @@ class FitConfig:
     teacher_weights: Path | None = None
     image_size: int = 256  # input side for a square input; with ``resize="pad"`` the input's area is about its square
     input_size: tuple[int, int] | None = None  # (height, width); None: chosen from the training images
-    resize: str = "pad"  # pad | stretch (inspector.geometry)
-    tile: int | str | None = "auto"  # tile side in px, "auto" (inspector.tiling.auto_tiling) or None: whole frames
+    resize: str = "pad"  # pad | stretch (inspector.model.geometry)
+    tile: int | str | None = "auto"  # tile side in px, "auto" (inspector.model.tiling.auto_tiling) or None: whole frames
     overlap: int | None = None  # px shared by neighbouring tiles (default: tile / 8)
     selection: str = "synthetic"  # synthetic | loss: how the kept epoch is chosen
     synthetic_train: float = 0.5  # share of each batch given painted anomalies, clean features as the target
@@ -74,7 +74,7 @@ class FitConfig:
     calibration: str = "auto"  # auto | empirical | gumbel (trainer.metrics.calibrate_threshold)
     score_mode: str = "max"
     topk_fraction: float = 0.01
-    memory_bank: bool = True  # fuse a patch memory bank of teacher features (inspector.nets.signals)
+    memory_bank: bool = True  # fuse a patch memory bank of teacher features (inspector.model.nets.signals)
     coreset_fraction: float = DEFAULT_CORESET_FRACTION
     global_gaussian: bool = True  # fuse the global Gaussian of pooled teacher statistics
     device: str | None = None

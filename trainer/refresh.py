@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from inspector.checkpoint import (
+from inspector.model.checkpoint import (
     CheckpointError,
     Manifest,
     manifest_sha256,
@@ -53,8 +53,8 @@ from inspector.checkpoint import (
 
 from .settings import TrainerSettings
 from .store import ModelStore, check_model_name
-from inspector.durable import fsync_dir, write_bytes_atomic
-from inspector.rollout import PUBLISHED_RECORD
+from inspector.support.durable import fsync_dir, write_bytes_atomic
+from inspector.runtime.rollout import PUBLISHED_RECORD
 
 __all__ = [
     "EXIT_BUSY",
@@ -74,7 +74,7 @@ EXIT_BUSY = 11
 EXIT_FAILED = 2
 
 LIVE = "live"
-PUBLISHED = PUBLISHED_RECORD  # read again by a starting worker (inspector/rollout.py)
+PUBLISHED = PUBLISHED_RECORD  # read again by a starting worker (inspector/runtime/rollout.py)
 HISTORY = "history.jsonl"
 LOCK = "refresh.lock"
 
@@ -202,8 +202,8 @@ def publish(settings: TrainerSettings, ckpt: Path) -> dict[str, Any]:
     the control topic (key = model name, acks=all) and record it."""
     from kafka import KafkaProducer
 
-    from inspector.rollout import ensure_control_topic, publish_update, update_for_checkpoint
-    from inspector.signing import sign, write_statement
+    from inspector.runtime.rollout import ensure_control_topic, publish_update, update_for_checkpoint
+    from inspector.model.signing import sign, write_statement
 
     ckpt = ckpt.resolve()
     update = update_for_checkpoint(ckpt, rollback=_is_rollback(ckpt.parent, read_manifest(ckpt)))
@@ -280,7 +280,7 @@ def adopt(settings: TrainerSettings, model: str, checkpoint: str | Path, *, publ
 # ----------------------------------------------------------------------------- evaluation
 
 def _read_images(paths: list[Path]) -> list[np.ndarray]:
-    from inspector.decode import DecodeError, read_image
+    from inspector.contracts.decode import DecodeError, read_image
 
     out = []
     for p in paths:
@@ -532,7 +532,7 @@ def _refresh_locked(settings: TrainerSettings, model: str, model_dir: Path, summ
         summary["candidate_version"] = fitted["version"]
         summary["warm_start"] = warm
 
-        from inspector.engine import load_engine
+        from inspector.engine.engine import load_engine
 
         holdout = _read_images(holdout_paths)
         cand_engine = load_engine(candidate, settings.device)

@@ -1,6 +1,6 @@
 """Settings of the scheduled jobs (`trainer collect`, `trainer refresh`): pydantic-settings, prefix ``TRAINER_``.
 
-Kafka connection and security names mirror ``inspector.settings`` (``TRAINER_KAFKA_BOOTSTRAP_SERVERS``,
+Kafka connection and security names mirror ``inspector.runtime.settings`` (``TRAINER_KAFKA_BOOTSTRAP_SERVERS``,
 ``TRAINER_KAFKA_SECURITY_PROTOCOL``, ``TRAINER_KAFKA_SASL_*``, ``TRAINER_KAFKA_SSL_*``), so one
 secret/config map can feed both. Command-line options override single values.
 """
@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inspector.decode import DecodeLimits
+from inspector.contracts.decode import DecodeLimits
 
 
 class TrainerSettings(BaseSettings):
@@ -103,7 +103,7 @@ class TrainerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> TrainerSettings:
-        from inspector.kafka_client import check_group_and_security
+        from inspector.contracts.kafka import check_group_and_security
 
         check_group_and_security(self.kafka_heartbeat_interval_ms, self.kafka_session_timeout_ms,
                                  self.kafka_security_protocol, self.kafka_sasl_mechanism)
@@ -111,7 +111,7 @@ class TrainerSettings(BaseSettings):
 
     def signing_private_key(self) -> Any:
         """The Ed25519 private key that signs model updates, or None when none is configured."""
-        from inspector.signing import load_private_key
+        from inspector.model.signing import load_private_key
 
         if self.signing_key is not None:
             return load_private_key(Path(self.signing_key).read_bytes(), f"TRAINER_SIGNING_KEY ({self.signing_key})")
@@ -121,7 +121,7 @@ class TrainerSettings(BaseSettings):
 
     def kafka_common(self) -> dict[str, Any]:
         """Connection/security kwargs for kafka-python producers and consumers."""
-        from inspector.kafka_client import connection_kwargs
+        from inspector.contracts.kafka import connection_kwargs
 
         return connection_kwargs(self.kafka_bootstrap_servers, self.kafka_security_protocol, self.kafka_sasl_mechanism,
                                  self.kafka_sasl_username, self.kafka_sasl_password, self.kafka_ssl_cafile,

@@ -1,4 +1,4 @@
-"""Fitting the training-free signals of ``inspector.nets.signals`` on normal images.
+"""Fitting the training-free signals of ``inspector.model.nets.signals`` on normal images.
 
 The patch memory is a greedy (k-center) coreset of the training patches, chosen in a random
 projection as PatchCore does; the global Gaussian is fitted with Ledoit-Wolf shrinkage, which
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inspector.nets.model import DiscrepancyModel, ModelConfig
-from inspector.nets.signals import patch_embeddings, pooled_statistics
+from inspector.model.nets.model import DiscrepancyModel, ModelConfig
+from inspector.model.nets.signals import patch_embeddings, pooled_statistics
 
 # PatchCore keeps 10 % of the patches (1 % loses little); the cap bounds the per-frame cost
 # (positions × bank rows × channels: 0.47 GFLOP for a 256 px frame with the lite0 teacher) and the
@@ -101,7 +101,7 @@ def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch
                      valid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Each part's image score on the validation normals: the students' and memory map's top-k
     (or max, per the config) over the frame's pixels (``valid``), and the global distance."""
-    from inspector.nets.discrepancy import image_scores
+    from inspector.model.nets.discrepancy import image_scores
 
     cfg = model.config
     model.eval()

@@ -34,8 +34,8 @@ from typing import Any
 
 import structlog
 
-from inspector.decode import DecodeError, DecodeLimits, decode_image, sniff_format
-from inspector.durable import fsync_dir, write_bytes_atomic
+from inspector.contracts.decode import DecodeError, DecodeLimits, decode_image, sniff_format
+from inspector.support.durable import fsync_dir, write_bytes_atomic
 
 __all__ = [
     "AddResult",

@@ -65,5 +65,5 @@ else
   echo "$want" > "$stamp"
 fi
 # Apache Kafka for the local broker: resolved with Maven once, a stamp makes later runs instant.
-"$VENV/bin/python" -c "from inspector.localstack import ensure_kafka_jars, KAFKA_VERSION; print('Apache Kafka', KAFKA_VERSION, 'jars in', ensure_kafka_jars())" >&2
+"$VENV/bin/python" -c "from devtools.localstack import ensure_kafka_jars, KAFKA_VERSION; print('Apache Kafka', KAFKA_VERSION, 'jars in', ensure_kafka_jars())" >&2
 "$VENV/bin/python" -c "import sys, torch, torchvision, inspector, trainer; print('installed in $VENV: Python', sys.version.split()[0], '· torch', torch.__version__, '· torchvision', torchvision.__version__)"

@@ -2,7 +2,7 @@
 
 Backend, chosen once per session ($INSPECTOR_TEST_SERVICES = auto | docker | local | external):
 * ``docker``   -- testcontainers' ``KafkaContainer`` / ``RedisContainer`` (auto when ``docker info`` works);
-* ``local``    -- :mod:`inspector.localstack`: Apache Kafka (one KRaft node, jars from Maven Central)
+* ``local``    -- :mod:`devtools.localstack`: Apache Kafka (one KRaft node, jars from Maven Central)
   + redis-server on 127.0.0.1: one broker for the whole session;
 * ``external`` -- already running services named by $INSPECTOR_TEST_KAFKA_BOOTSTRAP_SERVERS and
   $INSPECTOR_TEST_REDIS_URL (auto when both are set); ``redis_server`` still starts its own.
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from inspector.localstack import (
+from devtools.localstack import (
     FAST_GROUP_SETTINGS,
     LocalBroker,
     LocalRedis,
@@ -221,7 +221,7 @@ def redis_url(services_backend: str) -> Iterator[str]:
 
 
 class ContainerRedis:
-    """A Redis container with :class:`~inspector.localstack.LocalRedis`'s interface
+    """A Redis container with :class:`~devtools.localstack.LocalRedis`'s interface
     (``url``, ``port``, ``start()``, ``stop()``, ``restart()``); the host port is fixed so
     that ``stop()`` / ``start()`` keep the same address."""
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from inspector.localstack import free_port
-from inspector.wire import Verdict
+from devtools.localstack import free_port
+from inspector.contracts.wire import Verdict
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 2

@@ -1,4 +1,4 @@
-"""`inspector publish` (camera simulator) and `inspector tail` (verdict printer) on a real broker."""
+"""`python -m devtools publish` (camera simulator) and `tail` (verdict printer) on a real broker."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from inspector import camera, tail
+from devtools import camera, tail
 
 
 @pytest.fixture

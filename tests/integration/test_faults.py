@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from inspector.localstack import LocalBroker
-from inspector.rollout import publish_update, update_for_checkpoint
-from inspector.wire import Verdict
+from devtools.localstack import LocalBroker
+from inspector.runtime.rollout import publish_update, update_for_checkpoint
+from inspector.contracts.wire import Verdict
 from tests.integration.harness import (
     Names,
     Stream,
@@ -317,7 +317,7 @@ class _Payload:
 
 def _bad_checkpoints(good: Path, tmp: Path, marker: Path) -> dict[str, tuple[Path, str | None]]:
     """reason -> (checkpoint dir, manifest sha256 to announce; None: the real one)."""
-    from inspector.hashing import sha256_file
+    from inspector.support.hashing import sha256_file
 
     out: dict[str, tuple[Path, str | None]] = {}
 

@@ -3,7 +3,7 @@ that are small on the wire and large decoded, while the worker's RSS is sampled.
 
 Each frame gets a verdict: a model verdict or ``rejected`` with the reason its case allows (and a
 dead-letter copy); the worker never crashes, and its RSS never exceeds its idle footprint plus the
-working-memory bound its settings give (``inspector.budget.working_memory_bound``).
+working-memory bound its settings give (``inspector.runtime.settings.working_memory_bound``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from collections import Counter
 import pytest
 from kafka import KafkaProducer
 
-from inspector.budget import rss_bytes, working_memory_bound
-from inspector.settings import Settings
-from inspector.wire import DeadLetter, Verdict
+from inspector.pipeline.budget import rss_bytes
+from inspector.runtime.settings import working_memory_bound
+from inspector.runtime.settings import Settings
+from inspector.contracts.wire import DeadLetter, Verdict
 from tests.data.fuzz.corpus import MAX_PIXELS, cases, memory_burst
 from tests.integration.harness import have_frames, jpeg, send_frame, tally, verdicts_of
 
@@ -131,7 +132,7 @@ def test_a_large_frame_behind_many_small_ones_does_not_stall_the_worker(workers,
     """Head-of-line: decoders run ahead of inference, so small frames polled after a large one can
     take the whole decoded-bytes budget while the large one waits for room, and the pump (poll
     order) waits for the large one. The frame at the head of the line may overdraw the budget
-    (``inspector.budget``); without that this stream never gets its verdicts."""
+    (``inspector.pipeline.budget``); without that this stream never gets its verdicts."""
     import cv2
     import numpy as np
 

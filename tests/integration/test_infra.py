@@ -17,7 +17,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from inspector.localstack import LOCAL_FRAMES_RETENTION_MS, LocalBroker, ensure_topics, free_port
+from devtools.localstack import LOCAL_FRAMES_RETENTION_MS, LocalBroker, ensure_topics, free_port
 from tests.integration.harness import kcat
 
 REPO = Path(__file__).resolve().parents[2]

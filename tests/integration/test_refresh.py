@@ -25,8 +25,8 @@ kafka = pytest.importorskip("kafka")
 from kafka import KafkaProducer  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
-from inspector.checkpoint import read_manifest, read_weights  # noqa: E402
-from inspector.wire import ModelUpdate, Verdict  # noqa: E402
+from inspector.model.checkpoint import read_manifest, read_weights  # noqa: E402
+from inspector.contracts.wire import ModelUpdate, Verdict  # noqa: E402
 from tests.integration.harness import Reader, Worker, send_frame  # noqa: E402
 from trainer.store import ModelStore  # noqa: E402
 from trainer.synthetic import make_frame  # noqa: E402
@@ -54,7 +54,7 @@ class Setup:
         self.models = f"models-{tag}"
         self.store = tmp / "store"
         self.ckpts = tmp / "checkpoints"
-        from inspector.signing import generate_key_pair
+        from inspector.model.signing import generate_key_pair
 
         self.keys = generate_key_pair(tmp / "keys")  # the trainer signs, the workers trust the public key
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaProducer
 
-from inspector.rollout import publish_update
-from inspector.signing import public_key_entry
+from inspector.runtime.rollout import publish_update
+from inspector.model.signing import public_key_entry
 from tests.integration.harness import (
     Stream,
     have_frames,

@@ -11,10 +11,11 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from inspector.budget import rss_bytes, working_memory_bound
-from inspector.rollout import publish_update, update_for_checkpoint
-from inspector.settings import Settings
-from inspector.tiling import fit_to_aspect
+from inspector.pipeline.budget import rss_bytes
+from inspector.runtime.settings import working_memory_bound
+from inspector.runtime.rollout import publish_update, update_for_checkpoint
+from inspector.runtime.settings import Settings
+from inspector.model.tiling import fit_to_aspect
 from tests.integration.harness import have_frames, jpeg, manifest_name, send_frame, verdicts_of
 from tests.integration.test_hostile_input import LIMITS, SLACK, RssSampler
 from tests.releases import release_copy

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.geometry import Geometry
+from inspector.model.geometry import Geometry
 from trainer.anomalies import KINDS, paint, smooth_mask
 from trainer.synthetic import make_image
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from inspector.batching import MicroBatcher
+from inspector.pipeline.batching import MicroBatcher
 
 
 class FakeClock:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, CheckpointError, manifest_sha256, read_manifest
-from inspector.engine import load_engine
-from inspector.nets.teachers import sha256_file
+from inspector.model.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, CheckpointError, manifest_sha256, read_manifest
+from inspector.engine.engine import load_engine
+from inspector.model.nets.teachers import sha256_file
 from trainer.synthetic import make_image
 
 
@@ -105,7 +105,7 @@ def test_garbage_and_missing_manifest(checkpoint_copy, tmp_path):
 
 
 def test_save_is_atomic_and_replaces_an_old_checkpoint(tiny_checkpoint, tmp_path):
-    from inspector.checkpoint import read_weights, save_checkpoint
+    from inspector.model.checkpoint import read_weights, save_checkpoint
 
     m = read_manifest(tiny_checkpoint)
     state = read_weights(tiny_checkpoint, m)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspector.decode import encode_png
+from inspector.contracts.decode import encode_png
 from trainer.data import (
     DatasetError,
     data_fingerprint,

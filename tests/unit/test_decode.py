@@ -1,4 +1,4 @@
-"""inspector.decode: formats, dtypes, layouts and every DecodeError reason."""
+"""inspector.contracts.decode: formats, dtypes, layouts and every DecodeError reason."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inspector.decode import DecodeError, DecodeLimits, decode_image, encode_png, read_image, sniff_format
+from inspector.contracts.decode import DecodeError, DecodeLimits, decode_image, encode_png, read_image, sniff_format
 
 RNG = np.random.default_rng(0)
 GRAY8 = RNG.integers(0, 256, (20, 30), dtype=np.uint8)

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
-from inspector.settings import Settings
+from inspector.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -298,7 +298,7 @@ def test_dockerfile_python_snippets_use_real_names():
     assert snippets, "expected the weight-fetching python snippets in the Dockerfile"
     for code in snippets:
         check_python_snippet(code, "deploy/Dockerfile")
-    from inspector.nets.teachers import TEACHERS
+    from inspector.model.nets.teachers import TEACHERS
 
     default = re.search(r'ARG TORCHVISION_TEACHERS="([^"]*)"', DOCKERFILE.read_text()).group(1).split()
     assert default and all(TEACHERS[n].source == "torchvision" for n in default)
@@ -332,7 +332,7 @@ def test_every_inspector_variable_is_a_setting():
                 **{k: "deploy/Dockerfile" for k in dockerfile_env() if k.startswith("INSPECTOR_")}}
     assert len(set_here) >= 10, "expected INSPECTOR_* settings in compose, the ConfigMap and the Dockerfile"
     unknown = sorted(f"{where}: {name}" for name, where in set_here.items() if name.upper() not in valid)
-    assert unknown == [], f"not fields of inspector.settings.Settings: {unknown}"
+    assert unknown == [], f"not fields of inspector.runtime.settings.Settings: {unknown}"
     # anywhere in the text too (comments, interpolations, scripts)
     assert check_tokens("INSPECTOR_", valid, deploy_texts()) == []
 
@@ -404,7 +404,7 @@ def test_worker_probes_and_port_match_the_configmap():
     if "startupProbe" in container:
         assert probe("startupProbe")[1] == port
     # the paths are the ones the worker serves
-    source = (ROOT / "inspector" / "observability.py").read_text()
+    source = (ROOT / "inspector" / "runtime" / "observability.py").read_text()
     assert '"/readyz"' in source and '"/healthz"' in source
 
 
@@ -657,7 +657,7 @@ def invocations(program: str) -> list[tuple[str, list[str]]]:
             continue
         entry = svc.get("entrypoint") or ["inspector"]
         cmd = [interpolate(str(x)) for x in (svc.get("command") or [])]
-        if entry == [program]:
+        if " ".join(entry) == program:
             found.append((f"compose:{name}", cmd))
         elif entry[0] in ("/bin/sh", "sh", "/bin/bash", "bash"):
             for argv in shell_invocations(interpolate(" ".join(cmd) if len(cmd) > 1 else cmd[0]), program):
@@ -690,9 +690,30 @@ def test_inspector_commands_parse():
     from inspector.cli import build_parser
 
     runs = invocations("inspector")
-    assert {argv[0] for _, argv in runs} >= {"serve", "publish", "tail"}
+    assert {argv[0] for _, argv in runs} >= {"serve"}
     errors, unregistered = parse_all("inspector", build_parser())
     assert errors == [] and unregistered == []
+
+
+def test_devtools_commands_parse():
+    """The demo profile's camera and tail run the dev tools, mounted beside the serving image."""
+    from devtools.__main__ import build_parser
+
+    runs = invocations("python -m devtools")
+    assert {argv[0] for _, argv in runs} >= {"publish", "tail"}
+    errors, unregistered = parse_all("python -m devtools", build_parser())
+    assert errors == [] and unregistered == []
+    for name in ("camera", "demo-tail"):
+        svc = compose()["services"][name]
+        assert "./devtools:/opt/devtools/devtools:ro" in svc["volumes"]
+        assert svc["environment"]["PYTHONPATH"] == "/opt/devtools"
+
+
+def test_serving_image_holds_only_what_serves():
+    """deploy/Dockerfile copies the serving and training packages, never the dev tools, tests or benches."""
+    copied = {rest.split()[0].rstrip("/") for w, rest in dockerfile_instructions() if w == "COPY" and "--from" not in rest}
+    assert {"inspector", "trainer"} <= copied
+    assert not copied & {"devtools", "tests", "bench", "deploy", "docs", "."}
 
 
 def test_trainer_commands_parse():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from inspector.nets.discrepancy import AnomalyMapper, gaussian_kernel1d, image_scores
+from inspector.model.nets.discrepancy import AnomalyMapper, gaussian_kernel1d, image_scores
 
 
 def test_kernel_is_the_reference_sigma_4_size_33():

@@ -4,13 +4,13 @@ import os
 import subprocess
 import sys
 
-from inspector.checkpoint import read_manifest
-from inspector.engine import load_engine
+from inspector.model.checkpoint import read_manifest
+from inspector.engine.engine import load_engine
 from trainer.synthetic import make_image
 
 
 def test_two_process_training_writes_one_valid_checkpoint(synthetic_data, tmp_path):
-    from inspector.localstack import free_port
+    from devtools.localstack import free_port
 
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -17,7 +17,7 @@ def test_settings_reference_is_current():
 
 
 def test_json_schemas_are_current(tmp_path):
-    from inspector.wire import export_schemas
+    from inspector.contracts.wire import export_schemas
 
     fresh = {p.name: json.loads(p.read_text()) for p in export_schemas(tmp_path)}
     stored = {p.name: json.loads(p.read_text()) for p in (ROOT / "docs" / "schemas").glob("*.json")}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inspector.engine import load_engine
+from inspector.engine.engine import load_engine
 from trainer.synthetic import make_image
 
 
@@ -21,7 +21,7 @@ def test_inspections_have_every_field(engine):
     # the fused score: the map's maximum and the global distance, each in validation-normal units
     m = engine.manifest
     assert m.signals is not None and m.signals.gaussian and m.signals.memory_bank_size > 0
-    from inspector.preprocess import prepare_batch
+    from inspector.model.preprocess import prepare_batch
 
     g = engine.model.components(prepare_batch([img], m.image_size, m.mean, m.std))["gaussian"]
     expected = (float(r.heatmap.max()) + float(g[0]) / m.signals.gaussian_scale) / 2

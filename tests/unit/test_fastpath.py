@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.checkpoint import CheckpointError
-from inspector.engine import load_engine
-from inspector.fastpath import FastPath, bf16_supported, choose, onnx_available
-from inspector.nets.fuse import fold_batchnorm, static_same_padding
-from inspector.nets.model import DiscrepancyModel, ModelConfig, build_student
-from inspector.nets.teachers import build_teacher
+from inspector.model.checkpoint import CheckpointError
+from inspector.engine.engine import load_engine
+from inspector.engine.backends.fastpath import FastPath, bf16_supported, choose, onnx_available
+from inspector.model.nets.fuse import fold_batchnorm, static_same_padding
+from inspector.model.nets.model import DiscrepancyModel, ModelConfig, build_student
+from inspector.model.nets.teachers import build_teacher
 from trainer.synthetic import make_image
 
 REFERENCE = FastPath(backend="torch", precision="fp32", channels_last=False, fuse=False)
@@ -99,7 +99,7 @@ def test_onnx_backend_matches_torch(tiny_checkpoint, reference):
 
 @needs_onnx
 def test_onnx_refuses_a_bad_export(tiny_checkpoint):
-    from inspector.onnx_backend import OnnxBackendError, export_onnx, onnx_runner
+    from inspector.engine.backends.onnx import OnnxBackendError, export_onnx, onnx_runner
 
     engine = load_engine(tiny_checkpoint, "cpu", fast=REFERENCE)
     size = engine.image_size
@@ -114,7 +114,7 @@ def test_onnx_refuses_a_bad_export(tiny_checkpoint):
 
 @needs_onnx
 def test_auto_falls_back_to_torch_but_explicit_onnx_fails(tiny_checkpoint, monkeypatch):
-    import inspector.onnx_backend as ob
+    import inspector.engine.backends.onnx as ob
 
     def broken(*_a, **_k):
         raise RuntimeError("exporter broke")
@@ -141,7 +141,7 @@ def test_choose_resolves_auto_and_refuses_the_impossible():
 
 
 def test_compiled_batches_are_padded_to_power_of_two_buckets():
-    from inspector.fastpath import bucket, buckets
+    from inspector.engine.backends.fastpath import bucket, buckets
 
     assert [bucket(n) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
     assert buckets(8) == [1, 2, 4, 8] and buckets(12) == [1, 2, 4, 8, 16]

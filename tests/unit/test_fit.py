@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from inspector.checkpoint import read_manifest
+from inspector.model.checkpoint import read_manifest
 from trainer.evaluate import evaluate
 from trainer.fit import FitConfig, fit, state_dir
 
@@ -45,7 +45,7 @@ def test_selection_by_loss_keeps_the_lowest_validation_loss(synthetic_data, tmp_
 def test_training_on_painted_anomalies_runs_and_is_recorded(synthetic_data, tmp_path):
     import torch
 
-    from inspector.nets.teachers import build_teacher
+    from inspector.model.nets.teachers import build_teacher
     from trainer.fit import painted_inputs
 
     summary = fit(FitConfig(data=synthetic_data, out=tmp_path / "m", image_size=32, epochs=2, seed=1, progress=False,

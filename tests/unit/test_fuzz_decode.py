@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from inspector.budget import ByteBudget
-from inspector.decode import REASONS, DecodeError, DecodeLimits, ImageInfo, decode_image
-from inspector.wire import FrameHeaders
-from inspector.worker import admission
+from inspector.pipeline.budget import ByteBudget
+from inspector.contracts.decode import REASONS, DecodeError, DecodeLimits, ImageInfo, decode_image
+from inspector.contracts.wire import FrameHeaders
+from inspector.runtime.worker import admission
 from tests.data.fuzz.corpus import MAX_PIXELS, cases, png_bomb
 
 LIMITS = DecodeLimits(max_bytes=32 << 20, max_pixels=MAX_PIXELS)
@@ -258,7 +258,7 @@ def test_budget_never_holds_more_than_its_limit_plus_one_item(sizes: list[int]) 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_the_mmap_threshold_can_be_pinned_and_none_leaves_it_alone() -> None:
-    from inspector.budget import pin_mmap_threshold
+    from inspector.pipeline.budget import pin_mmap_threshold
 
     assert pin_mmap_threshold(1 << 20)
     assert not pin_mmap_threshold(None)

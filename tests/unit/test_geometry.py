@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.geometry import Geometry, as_hw, choose_input_size, parse_size
+from inspector.model.geometry import Geometry, as_hw, choose_input_size, parse_size
 
 
 def _frame(h: int, w: int) -> torch.Tensor:

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from inspector.nets.dual import VARIANTS, DualStudent
-from inspector.nets.losses import cosine_distillation_loss
-from inspector.nets.reverse import ReverseDistillation
-from inspector.nets.teachers import TEACHERS, build_untrained_teacher
+from inspector.model.nets.dual import VARIANTS, DualStudent
+from inspector.model.nets.losses import cosine_distillation_loss
+from inspector.model.nets.reverse import ReverseDistillation
+from inspector.model.nets.teachers import TEACHERS, build_untrained_teacher
 
 
 def test_rd_with_wide_resnet50_2_has_the_papers_shapes():

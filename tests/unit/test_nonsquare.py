@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.checkpoint import read_manifest
-from inspector.engine import load_engine
-from inspector.geometry import Geometry
+from inspector.model.checkpoint import read_manifest
+from inspector.engine.engine import load_engine
+from inspector.model.geometry import Geometry
 from tests.conftest import STRIP_HW
 from trainer.synthetic import make_image
 

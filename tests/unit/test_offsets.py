@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from inspector.offsets import OffsetTracker
+from inspector.pipeline.offsets import OffsetTracker
 
 
 def test_commit_waits_for_the_oldest_unacked():

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from inspector import onnx_backend
-from inspector.checkpoint import manifest_sha256
-from inspector.engine import load_engine
-from inspector.fastpath import FastPath, onnx_available
-from inspector.onnx_cache import OnnxCache, cache_key
-from inspector.settings import Settings
+from inspector.engine.backends import onnx as onnx_backend
+from inspector.model.checkpoint import manifest_sha256
+from inspector.engine.engine import load_engine
+from inspector.engine.backends.fastpath import FastPath, onnx_available
+from inspector.engine.backends.onnx_cache import OnnxCache, cache_key
+from inspector.runtime.settings import Settings
 from trainer.synthetic import make_image
 
 pytestmark = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx/onnxscript not installed")

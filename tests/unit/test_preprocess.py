@@ -1,10 +1,10 @@
-"""inspector.preprocess: the one place decoded arrays become model input (training and serving)."""
+"""inspector.model.preprocess: the one place decoded arrays become model input (training and serving)."""
 
 import numpy as np
 import pytest
 import torch
 
-from inspector.preprocess import normalize, prepare_batch, to_unit_tensor
+from inspector.model.preprocess import normalize, prepare_batch, to_unit_tensor
 
 
 def test_conversion_rules_for_gray_colour_8_and_16_bit():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inspector.engine import load_engine
+from inspector.engine.engine import load_engine
 from trainer.data import load_sample, scan_dataset
 
 pytestmark = pytest.mark.realdata

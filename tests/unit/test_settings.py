@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from inspector.settings import Settings
+from inspector.runtime.settings import Settings
 
 
 @pytest.fixture(autouse=True)

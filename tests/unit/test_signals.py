@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.checkpoint import CheckpointError, read_manifest
-from inspector.engine import load_engine
-from inspector.nets.signals import GlobalGaussian, PatchMemory, patch_embeddings, pooled_statistics
-from inspector.preprocess import prepare_batch, prepare_placed
+from inspector.model.checkpoint import CheckpointError, read_manifest
+from inspector.engine.engine import load_engine
+from inspector.model.nets.signals import GlobalGaussian, PatchMemory, patch_embeddings, pooled_statistics
+from inspector.model.preprocess import prepare_batch, prepare_placed
 from trainer.fit import FitConfig, fit
 from trainer.metrics import calibrate_threshold
 from trainer.signals import bank_size, fit_gaussian, greedy_coreset
@@ -225,8 +225,8 @@ def test_scores_read_the_frames_part_of_a_padded_input(tiny_checkpoint):
     import torch
     from dataclasses import replace
 
-    from inspector.engine import load_engine
-    from inspector.geometry import Geometry
+    from inspector.engine.engine import load_engine
+    from inspector.model.geometry import Geometry
     from trainer.synthetic import make_image
 
     engine = load_engine(tiny_checkpoint, "cpu", backend="torch")

@@ -12,11 +12,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from inspector.checkpoint import read_manifest
-from inspector.observability import Metrics
-from inspector.rollout import ModelRegistry, Release, Rollout, ordering_refusal, resolve_location
-from inspector.settings import Settings
-from inspector.signing import (
+from inspector.model.checkpoint import read_manifest
+from inspector.runtime.observability import Metrics
+from inspector.runtime.rollout import ModelRegistry, Release, Rollout, ordering_refusal, resolve_location
+from inspector.runtime.settings import Settings
+from inspector.model.signing import (
     SignatureError,
     TrustedKeys,
     generate_key_pair,
@@ -190,7 +190,7 @@ def _rollout(models, trusted, checkpoint=None):
 
 
 def load_engine_cpu(*args, **kwargs):
-    from inspector.engine import load_engine
+    from inspector.engine.engine import load_engine
 
     return load_engine(*args, **kwargs)
 

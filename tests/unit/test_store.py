@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from inspector.decode import DecodeError
+from inspector.contracts.decode import DecodeError
 from trainer.store import ModelStore, NormalStore, check_model_name, choose_evictions
 from trainer.synthetic import make_frame
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspector.decode import decode_image, read_image
+from inspector.contracts.decode import decode_image, read_image
 from trainer.data import load_sample, scan_dataset
 from trainer.synthetic import make_dataset, make_frame
 

@@ -3,7 +3,7 @@ import shutil
 import pytest
 import torch
 
-from inspector.nets.teachers import (TEACHERS, TeacherWeightsError, build_teacher, build_untrained_teacher,
+from inspector.model.nets.teachers import (TEACHERS, TeacherWeightsError, build_teacher, build_untrained_teacher,
                                      get_spec, resolve_weights, sha256_file)
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from inspector.batching import MicroBatcher
-from inspector.checkpoint import read_manifest
-from inspector.engine import TILED_HEATMAP_SIDE, load_engine
-from inspector.tiling import Tiling, auto_tiling, fit_to_aspect, iter_stitched
+from inspector.pipeline.batching import MicroBatcher
+from inspector.model.checkpoint import read_manifest
+from inspector.engine.engine import TILED_HEATMAP_SIDE, load_engine
+from inspector.model.tiling import Tiling, auto_tiling, fit_to_aspect, iter_stitched
 from tests.conftest import TILED_HW
 
 SIZES = [(300, 500), (40, 500), (64, 64), (63, 130), (1000, 33), (7, 9), (129, 127)]

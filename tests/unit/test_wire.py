@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from inspector.wire import (
+from inspector.contracts.wire import (
     DeadLetter,
     FrameHeaders,
     Mask,

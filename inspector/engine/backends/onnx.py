@@ -1,0 +1,133 @@
+"""The ONNX Runtime backend for CPU workers: export the whole fp32 model, check it, run it.
+
+The exported graph is the complete ``maps_and_scores`` (teacher, students, cosine maps,
+upsampling, blur, scores) with a dynamic batch axis and the model's fixed input size, built in
+memory at load time (a few seconds; off the serving path, like the rest of a rollout) or read
+from an ``OnnxCache`` (a restarted worker). Before it is used, the session's output on a fresh
+random probe batch is compared with the torch model's: a graph that disagrees (or has the wrong
+inputs/outputs) is refused with ``OnnxBackendError``; a cached one is dropped and exported again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from contextlib import redirect_stdout
+
+import numpy as np
+import structlog
+import torch
+from torch import nn
+
+from inspector.model.geometry import as_hw
+from inspector.model.nets.model import DiscrepancyModel
+from inspector.engine.backends.onnx_cache import OnnxCache
+
+INPUT, OUTPUTS = "images", ("maps", "scores")
+TOLERANCE = 1e-3  # max abs difference of maps allowed between the graph and torch (fp32 both)
+
+
+class OnnxBackendError(RuntimeError):
+    """The ONNX export is unavailable, malformed or does not reproduce the torch model."""
+
+
+class _MapsAndScores(nn.Module):
+    def __init__(self, model: DiscrepancyModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.maps_and_scores(images)
+
+
+def export_onnx(model: DiscrepancyModel, image_size: int | tuple[int, int]) -> bytes:
+    """Serialized ONNX model of ``model.maps_and_scores`` for (B,3,H,W) float32 input."""
+    example = torch.zeros(2, 3, *as_hw(image_size))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(_MapsAndScores(model.eval()), (example,), dynamo=True, verbose=False,
+                                    input_names=[INPUT], output_names=list(OUTPUTS),
+                                    dynamic_shapes={"images": {0: batch}}, optimize=True)
+    return program.model_proto.SerializeToString()
+
+
+def open_session(model_bytes: bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise OnnxBackendError(f"onnxruntime refused the exported graph: {exc}") from exc
+
+
+def check_session(session, model: DiscrepancyModel, image_size: int | tuple[int, int], tolerance: float = TOLERANCE) -> float:
+    """Max abs map difference against torch on a probe batch; raises when the graph is wrong."""
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != [INPUT] or outputs != list(OUTPUTS):
+        raise OnnxBackendError(f"exported graph has inputs {inputs} and outputs {outputs}")
+    # a fresh seed each time: a graph cannot be made to pass by matching one known probe
+    seed = int.from_bytes(os.urandom(8), "little") >> 1
+    probe = torch.randn(2, 3, *as_hw(image_size), generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        ref_maps, ref_scores = model.maps_and_scores(probe)
+    try:
+        maps, scores = session.run(list(OUTPUTS), {INPUT: probe.numpy()})
+    except Exception as exc:  # noqa: BLE001
+        raise OnnxBackendError(f"exported graph failed on a probe batch: {exc}") from exc
+    if maps.shape != tuple(ref_maps.shape) or scores.shape != tuple(ref_scores.shape):
+        raise OnnxBackendError(f"exported graph gives shapes {maps.shape}, {scores.shape}; "
+                               f"torch gives {tuple(ref_maps.shape)}, {tuple(ref_scores.shape)}")
+    diff = float(np.max(np.abs(maps - ref_maps.numpy()))) if np.isfinite(maps).all() else float("inf")
+    if not diff <= tolerance:
+        raise OnnxBackendError(f"exported graph disagrees with torch: max map difference {diff:.3g} > {tolerance}")
+    return diff
+
+
+def onnx_runner(model: DiscrepancyModel, image_size: int | tuple[int, int], model_bytes: bytes | None = None,
+                cache: OnnxCache | None = None, key: str | None = None):
+    """A runner like torch's, on ``model_bytes``, else on the graph cached under ``key``, else on a
+    fresh export (stored under ``key``). Every graph is checked against torch before use."""
+    log = structlog.get_logger("inspector.onnx")
+    if model_bytes is None and cache is not None and key:
+        cached = cache.get(key)
+        if cached is not None:
+            try:
+                session = open_session(cached)
+                diff = check_session(session, model, image_size)
+                log.info("onnx_graph", source="cache", key=key[:12], max_diff=diff)
+                return _runner(session)
+            except OnnxBackendError as exc:
+                log.warning("onnx_cache_entry_refused", key=key[:12], error=str(exc)[:300])
+                cache.discard(key)
+    exported = model_bytes is None
+    try:
+        if model_bytes is None:
+            model_bytes = export_onnx(model, image_size)
+    except ImportError as exc:
+        raise OnnxBackendError(f"onnx export needs onnx, onnxscript and onnxruntime: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - exporter failures are many and varied
+        raise OnnxBackendError(f"onnx export failed: {type(exc).__name__}: {exc}") from exc
+    session = open_session(model_bytes)
+    diff = check_session(session, model, image_size)
+    if exported and cache is not None and key:
+        cache.put(key, model_bytes)
+    log.info("onnx_graph", source="export" if exported else "given", key=(key or "")[:12], max_diff=diff)
+    return _runner(session)
+
+
+def _runner(session):
+    def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
+        maps, scores = session.run(list(OUTPUTS), {INPUT: x})
+        return torch.from_numpy(maps), torch.from_numpy(scores)
+
+    run.session = session  # type: ignore[attr-defined]
+    return run

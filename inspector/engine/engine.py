@@ -1,0 +1,240 @@
+"""The narrow interface the service (and ``inspector score``, and evaluation) sees of a model.
+
+``load_engine(dir)`` verifies and loads a checkpoint; ``Engine.infer(images)`` runs one batch of
+decoded images through the model on its device and returns one ``Inspection`` per image. A tiled
+model (``Manifest.tiling``) cuts each frame into tiles, runs the tiles of the whole batch
+together (at most ``max_tiles`` per call) and stitches each frame's map (``inspector.model.tiling``);
+everything after that (score, regions, mask, heatmap) reads the stitched map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import structlog
+import torch
+
+from inspector.model.checkpoint import CheckpointError, Manifest, manifest_sha256, read_manifest, read_weights
+from inspector.engine.backends.fastpath import FastPath, build_runner, choose, fallback
+from inspector.model.geometry import Geometry, Placement
+from inspector.model.nets.model import DiscrepancyModel, ModelConfig, build_student
+from inspector.model.nets.teachers import TeacherWeightsError, build_teacher
+from inspector.engine.backends.onnx_cache import OnnxCache, cache_key
+from inspector.model.preprocess import prepare_placed
+from inspector.engine.regions import Region, find_regions, reduced_masks
+from inspector.model.tiling import fit_to_aspect, iter_stitched
+
+#: Longest side of a tiled frame's heatmap (kept in Redis): the stitched map is at frame resolution.
+TILED_HEATMAP_SIDE = 1024
+#: Tiles per engine call by default (``INSPECTOR_MAX_TILES_PER_CALL``).
+MAX_TILES_PER_CALL = 64
+
+__all__ = ["Engine", "Geometry", "Inspection", "Region", "load_engine", "CheckpointError", "pick_device"]
+
+
+@dataclass
+class Inspection:
+    score: float
+    defect: bool
+    regions: list[Region]
+    mask: np.ndarray  # bool, covering the whole frame: mask_size² (tiled: mask_size on the longer side)
+    heatmap: np.ndarray = field(repr=False)  # float32, the frame's map (model resolution; tiled: ≤ 1024 px)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_config(manifest: Manifest) -> ModelConfig:
+    signals = manifest.signals.model_dump() if manifest.signals is not None else {}
+    if "memory_levels" in signals:
+        signals["memory_levels"] = tuple(signals["memory_levels"])
+    return ModelConfig(method=manifest.method, variant=manifest.variant or "dual", sigma=manifest.sigma,
+                       score_mode=manifest.score_mode, topk_fraction=manifest.topk_fraction, **signals)
+
+
+class Engine:
+    """A loaded, verified model ready for batched inference on one device."""
+
+    def __init__(self, model: DiscrepancyModel, manifest: Manifest, device: torch.device,
+                 mask_size: int = 64, min_region_area: int = 1, fast: FastPath | None = None,
+                 onnx_fallback: bool = True, onnx_cache: tuple[OnnxCache, str] | None = None,
+                 max_tiles: int = MAX_TILES_PER_CALL):
+        """``fast`` says how the model runs (default: the measured best for ``device``). With
+        ``onnx_fallback`` an ONNX backend that cannot be built or fails its check against torch
+        degrades to the torch backend (logged); without it the error propagates."""
+        self.model = model.to(device).eval()
+        self.manifest = manifest
+        self.device = device
+        self.mask_size = mask_size
+        self.min_region_area = min_region_area
+        self.geometry = manifest.input_geometry()
+        self.tiling = manifest.input_tiling()
+        self.max_tiles = max(1, int(max_tiles))
+        fast = fast or choose(device)
+        try:
+            self._run, self.fast = build_runner(self.model, device, fast, self.geometry.hw, onnx_cache)
+        except RuntimeError as exc:
+            if fast.backend != "onnx" or not onnx_fallback:
+                raise
+            structlog.get_logger("inspector.engine.engine").warning("onnx_backend_unavailable", error=str(exc)[:300])
+            self._run, self.fast = build_runner(self.model, device, fallback(fast), self.geometry.hw)
+
+    name = property(lambda self: self.manifest.name)
+    version = property(lambda self: self.manifest.version)
+    threshold = property(lambda self: self.manifest.threshold)
+
+    @property
+    def region_threshold(self) -> float:
+        """The map level that outlines regions, masks and the heatmap's midpoint."""
+        m = self.manifest
+        return m.threshold if m.region_threshold is None else m.region_threshold
+    image_size = property(lambda self: self.manifest.image_size)
+
+    def units(self, hw: tuple[int, int]) -> int:
+        """Engine work for one frame of this size: its tiles (tiled models), else 1."""
+        return 1 if self.tiling is None else self.tiling.count(hw)
+
+    @torch.inference_mode()
+    def _run_tiles(self, tiles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Tiles (each the input size) → their maps (n,t,t) and the global parts of their scores."""
+        m = self.manifest
+        batch, _ = prepare_placed(tiles, self.geometry, m.mean, m.std, self.device)
+        return self.model.tile_outputs(*self._run(batch))
+
+    def _stitched(self, images: Sequence[np.ndarray]):
+        """(index, stitched map, score) of each frame of a tiled model, as each is complete."""
+        for i, fmap, parts in iter_stitched(images, self.tiling, self._run_tiles, self.max_tiles):
+            yield i, fmap, self.model.frame_score(fmap, parts)
+
+    def scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Image scores (float64), tiled or not."""
+        if self.tiling is not None:
+            return np.array([s for _, _, s in self._stitched(images)], np.float64)
+        return self.maps(images)[1].cpu().numpy().astype(np.float64)
+
+    @torch.inference_mode()
+    def placed_maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
+        """Anomaly maps of the model input (B,H,W) float32, scores (B,), on the device (the CPU
+        for onnx), and where each frame lies in its map (``Geometry.frame_map``). Whole-frame
+        models only: a tiled model's maps are its frames' stitched maps (``frame_maps``)."""
+        if self.tiling is not None:
+            raise ValueError("a tiled model has no single input map per frame: use frame_maps, scores or infer")
+        m = self.manifest
+        batch, placements = prepare_placed(images, self.geometry, m.mean, m.std, self.device)
+        maps, scores = self._run(batch)
+        # padded frames: the score reads the frame's part of the map, not the mirrored border
+        scores = self.model.content_scores(maps, scores, self.geometry.valid_mask(placements, maps.device))
+        return maps, scores, placements
+
+    def maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anomaly maps of the model input (B,H,W) float32 and scores (B,)."""
+        maps, scores, _ = self.placed_maps(images)
+        return maps, scores
+
+    def frame_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each frame's part of its map (float32, the frame's aspect at model resolution; tiled:
+        the stitched map at frame resolution) and scores."""
+        if self.tiling is not None:
+            out = list(self._stitched(images))
+            return [fmap for _, fmap, _ in out], np.array([s for _, _, s in out], np.float32)
+        maps, scores, placements = self.placed_maps(images)
+        maps_np = maps.float().cpu().numpy()
+        return [self.geometry.frame_map(maps_np[i], p) for i, p in enumerate(placements)], scores.cpu().numpy()
+
+    def warm_up(self, max_batch: int) -> None:
+        """Run every batch shape serving will see once (compiled models: every bucket), off the
+        serving path; the first call at a new shape is slow (compilation, kernel selection)."""
+        from inspector.engine.backends.fastpath import buckets
+
+        h, w = self.geometry.hw
+        rng = np.random.default_rng(0)
+        sizes = buckets(max_batch) if self.fast.compile else [max_batch]
+        for n in sizes:
+            self.infer([rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)])
+
+    def infer(self, images: Sequence[np.ndarray]) -> list[Inspection]:
+        if not images:
+            return []
+        if self.tiling is not None:
+            return [self._inspect_tiled(fmap, score) for _, fmap, score in self._stitched(images)]
+        maps, scores, placements = self.placed_maps(images)
+        thr, region_thr = self.threshold, self.region_threshold
+        if self.geometry.fills(placements):  # one pooling call for the batch
+            masks = list(reduced_masks(maps, region_thr, self.mask_size))
+        else:
+            masks = [reduced_masks(self.geometry.frame_map(maps[i:i + 1], p), region_thr, self.mask_size)[0]
+                     for i, p in enumerate(placements)]
+        heatmaps = maps.cpu().numpy()
+        scores_np = scores.cpu().numpy()
+        out = []
+        for i, image in enumerate(images):
+            score = float(scores_np[i])
+            defect = score >= thr
+            heat = np.ascontiguousarray(self.geometry.frame_map(heatmaps[i], placements[i]))
+            regions = find_regions(heat, region_thr, image.shape[:2], self.min_region_area) if defect else []
+            out.append(Inspection(score=score, defect=defect, regions=regions, mask=masks[i], heatmap=heat))
+        return out
+
+
+    def _inspect_tiled(self, fmap: np.ndarray, score: float) -> Inspection:
+        """Verdict parts of a tiled frame from its stitched map (frame resolution): regions in
+        original pixels, the mask with the frame's aspect (``mask_size`` cells on the longer
+        side), the heatmap at most ``TILED_HEATMAP_SIDE`` px on the longer side."""
+        defect = score >= self.threshold
+        region_thr = self.region_threshold
+        mh, mw = fit_to_aspect(fmap.shape, self.mask_size)
+        mask = reduced_masks(torch.from_numpy(fmap)[None], region_thr, (mh, mw))[0]
+        regions = find_regions(fmap, region_thr, fmap.shape, self.min_region_area) if defect else []
+        hh, hw = fit_to_aspect(fmap.shape, TILED_HEATMAP_SIDE)
+        heat = fmap if (hh, hw) == fmap.shape else cv2.resize(fmap, (hw, hh), interpolation=cv2.INTER_AREA)
+        return Inspection(score=float(score), defect=defect, regions=regions, mask=mask,
+                          heatmap=np.ascontiguousarray(heat, dtype=np.float32))
+
+
+def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teacher_weights: str | Path | None = None,
+                expected_manifest_sha256: str | None = None, mask_size: int = 64, min_region_area: int = 1,
+                backend: str = "auto", precision: str = "auto", channels_last: bool | None = None,
+                compile: bool | None = None, fast: FastPath | None = None,
+                onnx_cache_dir: str | Path | None = None, max_tiles: int = MAX_TILES_PER_CALL) -> Engine:
+    """Verify and load a checkpoint. Raises ``CheckpointError`` (never a half-built engine).
+
+    ``backend`` (auto|torch|onnx), ``precision`` (auto|fp32|bf16), ``channels_last`` and
+    ``compile`` choose how the model runs; ``auto``/``None`` take the measured best for the device
+    (``inspector.engine.backends.fastpath.choose``); ``fast`` sets all of it at once (benchmarks, tests). An
+    explicitly requested onnx backend that fails is an error; an ``auto`` one falls back to torch.
+    ``onnx_cache_dir`` keeps exported graphs between loads of the same checkpoint (None: export
+    at every load)."""
+    manifest = read_manifest(checkpoint_dir, expected_manifest_sha256)
+    state = read_weights(checkpoint_dir, manifest)
+    try:
+        teacher = build_teacher(manifest.teacher, teacher_weights)
+    except (ValueError, TeacherWeightsError) as exc:
+        raise CheckpointError(f"{checkpoint_dir}: teacher {manifest.teacher!r} unavailable: {exc}") from exc
+    if teacher.weights_sha256 != manifest.teacher_sha256:
+        raise CheckpointError(
+            f"{checkpoint_dir}: teacher weights sha256 {teacher.weights_sha256} differ from the ones the "
+            f"students were trained against ({manifest.teacher_sha256})"
+        )
+    try:
+        config = model_config(manifest)
+        model = DiscrepancyModel(teacher, build_student(config, teacher), config)
+        model.load_weights(state)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint_dir}: weights do not fit a {manifest.method} model: {exc}") from exc
+    dev = pick_device(device)
+    try:
+        fast = fast or choose(dev, backend, precision, channels_last, compile)
+        cache = None
+        if onnx_cache_dir is not None and fast.backend == "onnx":
+            cache = (OnnxCache(Path(onnx_cache_dir)), cache_key(manifest_sha256(checkpoint_dir), manifest.input_geometry().hw))
+        return Engine(model, manifest, dev, mask_size, min_region_area, fast, onnx_fallback=backend == "auto",
+                      onnx_cache=cache, max_tiles=max_tiles)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{checkpoint_dir}: cannot run as requested ({backend}, {precision}): {exc}") from exc

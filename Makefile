@@ -18,7 +18,7 @@ test: install
 # Installs, starts a local broker + Redis, trains a small model, streams frames through a worker,
 # prints verdicts, writes heatmap overlays to demo-output/, and stops everything it started.
 demo: install
-	$(PY) -m devtools.demo $(if $(DATA),--data $(DATA))
+	$(PY) -m devtools demo $(if $(DATA),--data $(DATA))
 	@echo "The project's Python environment is $(VENV): activate it with  . $(VENV)/bin/activate  (then inspector, trainer and the bench/ scripts run as in README.md)."
 
 test-unit: install

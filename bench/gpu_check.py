@@ -71,11 +71,11 @@ def build_model(method: str, teacher_name: str, pretrained: bool, size: int):
     return model, manifest
 
 
-def build_engine(method: str, teacher_name: str, pretrained: bool, size: int, device: torch.device, fast):
-    from inspector.engine.engine import Engine
+def build_engine(method: str, teacher_name: str, pretrained: bool, size: int, device: torch.device, plan):
+    from inspector.engine.engine import DiscrepancyEngine, EngineOptions
 
     model, manifest = build_model(method, teacher_name, pretrained, size)
-    return Engine(model, manifest, device, fast=fast, onnx_fallback=False)
+    return DiscrepancyEngine(model, manifest, device, EngineOptions(plan=plan))  # an explicit plan never falls back
 
 
 def flops_per_image(engine, size: int) -> float:
@@ -109,18 +109,18 @@ def measure(engine, size: int, batch: int, seconds: float) -> dict:
 
 
 def engine_rows(args, device: torch.device, ceilings: dict) -> list[dict]:
-    from inspector.engine.backends.fastpath import FastPath
+    from inspector.engine.backends.plan import ExecutionPlan
 
-    configs = {"fp32": FastPath("torch", "fp32", True), "bf16": FastPath("torch", "bf16", True)}
+    configs = {"fp32": ExecutionPlan("torch", "fp32", True), "bf16": ExecutionPlan("torch", "bf16", True)}
     if not args.dry_run:
-        configs["compiled-bf16"] = FastPath("torch", "bf16", True, compile=True)
+        configs["compiled-bf16"] = ExecutionPlan("torch", "bf16", True, compile=True)
     rows = []
     for method, teacher, pretrained in MODELS:
-        for name, fast in configs.items():
+        for name, plan in configs.items():
             if name != "fp32" and device.type == "cpu" and not args.dry_run:
                 continue
             try:
-                engine = build_engine(method, teacher, pretrained, args.size, device, fast)
+                engine = build_engine(method, teacher, pretrained, args.size, device, plan)
                 gflop = flops_per_image(engine, args.size) / 1e9
             except Exception as exc:  # noqa: BLE001 - one broken row must not end the check
                 rows.append({"method": method, "teacher": teacher, "config": name, "error": f"{type(exc).__name__}: {exc}"[:300]})

@@ -5,7 +5,7 @@ In one run:
    model (``FlopCounterMode``);
 2. the matrix (configurations interleaved round by round at each batch size): Engine.infer images/s, ms/batch and peak extra memory against batch size, for RD
    and DSKD with every teacher whose weights are on this machine (others are listed as
-   unavailable), for each fast-path configuration (torch fp32/bf16 × channels-last × folded batch
+   unavailable), for each execution plan (torch fp32/bf16 × channels-last × folded batch
    norms, torch.compile with ``--compile``, ONNX Runtime);
 3. the headline, interleaved: the reference implementation's way (bench/perf_baseline.py: one
    image at a time, PIL/torchvision preprocessing, numpy + scipy maps) against the best
@@ -41,22 +41,23 @@ REPO = Path(__file__).resolve().parents[1]
 from perf_baseline import ReferenceInspector
 from perf_measure import PeakRSS, flops_per_image, matmul_gflops, time_batches
 
-from inspector.engine.engine import Engine, load_engine
-from inspector.engine.backends.fastpath import FastPath, bf16_supported, onnx_available
+from inspector.engine.backends.plan import ExecutionPlan
+from inspector.engine.capabilities import bf16_supported, onnx_available
+from inspector.engine.engine import DiscrepancyEngine, EngineOptions, load_engine
 from inspector.model.nets.teachers import TEACHERS, TeacherWeightsError, build_teacher
 
-CONFIGS: dict[str, FastPath] = {
-    "torch-fp32 (before)": FastPath("torch", "fp32", channels_last=False, fuse=False),
-    "torch-fp32-cl": FastPath("torch", "fp32", channels_last=True, fuse=False),
-    "torch-fp32-fused": FastPath("torch", "fp32", channels_last=False, fuse=True),
-    "torch-fp32-cl-fused": FastPath("torch", "fp32", channels_last=True, fuse=True),
-    "torch-bf16": FastPath("torch", "bf16", channels_last=False, fuse=False),
-    "torch-bf16-cl-fused": FastPath("torch", "bf16", channels_last=True, fuse=True),
-    "onnx-fp32": FastPath("onnx", "fp32", channels_last=False, fuse=False),
+CONFIGS: dict[str, ExecutionPlan] = {
+    "torch-fp32 (before)": ExecutionPlan("torch", "fp32", channels_last=False, fuse=False),
+    "torch-fp32-cl": ExecutionPlan("torch", "fp32", channels_last=True, fuse=False),
+    "torch-fp32-fused": ExecutionPlan("torch", "fp32", channels_last=False, fuse=True),
+    "torch-fp32-cl-fused": ExecutionPlan("torch", "fp32", channels_last=True, fuse=True),
+    "torch-bf16": ExecutionPlan("torch", "bf16", channels_last=False, fuse=False),
+    "torch-bf16-cl-fused": ExecutionPlan("torch", "bf16", channels_last=True, fuse=True),
+    "onnx-fp32": ExecutionPlan("onnx", "fp32", channels_last=False, fuse=False),
 }
-COMPILED: dict[str, FastPath] = {
-    "torch-fp32-cl-fused-compiled": FastPath("torch", "fp32", channels_last=True, fuse=True, compile=True),
-    "torch-bf16-cl-fused-compiled": FastPath("torch", "bf16", channels_last=True, fuse=True, compile=True),
+COMPILED: dict[str, ExecutionPlan] = {
+    "torch-fp32-cl-fused-compiled": ExecutionPlan("torch", "fp32", channels_last=True, fuse=True, compile=True),
+    "torch-bf16-cl-fused-compiled": ExecutionPlan("torch", "bf16", channels_last=True, fuse=True, compile=True),
 }
 
 
@@ -105,7 +106,7 @@ def random_checkpoint(method: str, teacher: str, size: int, root: Path) -> Path:
     return out
 
 
-def measure_model(engines: dict[str, Engine], images: list[np.ndarray], batch: int, seconds: float,
+def measure_model(engines: dict[str, DiscrepancyEngine], images: list[np.ndarray], batch: int, seconds: float,
                   rounds: int) -> list[dict]:
     """All configurations at one batch size, interleaved: each round runs every configuration
     (in a rotated order) for about seconds/rounds; images/s is the median over rounds, so load
@@ -134,12 +135,12 @@ def measure_model(engines: dict[str, Engine], images: list[np.ndarray], batch: i
     return out
 
 
-def headline(ckpt: Path, best: FastPath, best_batch: int, images: list[np.ndarray], rounds: int) -> dict:
+def headline(ckpt: Path, best: ExecutionPlan, best_batch: int, images: list[np.ndarray], rounds: int) -> dict:
     """Baseline and best configuration alternating on the same images; ratio per round."""
-    ref_engine = load_engine(ckpt, "cpu", fast=CONFIGS["torch-fp32 (before)"])
+    ref_engine = load_engine(ckpt, "cpu", EngineOptions(plan=CONFIGS["torch-fp32 (before)"]))
     m = ref_engine.manifest
     baseline = ReferenceInspector(ref_engine.model, m.image_size, m.mean, m.std, m.sigma)
-    fast = load_engine(ckpt, "cpu", fast=best)
+    fast = load_engine(ckpt, "cpu", EngineOptions(plan=best))
     batches = [images[i:i + best_batch] for i in range(0, len(images), best_batch)]
     baseline.inspect(images[0])
     fast.infer(batches[0])
@@ -248,22 +249,22 @@ def main(argv: list[str] | None = None) -> int:
                 ckpts[key] = Path(ckpt)
             else:
                 ckpts[key] = random_checkpoint(method, teacher, args.image_size, Path(tmp.name))
-            probe = load_engine(ckpts[key], "cpu", fast=CONFIGS["torch-fp32 (before)"])
+            probe = load_engine(ckpts[key], "cpu", EngineOptions(plan=CONFIGS["torch-fp32 (before)"]))
             flops = flops_per_image(probe.model, probe.image_size)
             cells, engines = [], {}
-            for name, fast in configs.items():
+            for name, plan in configs.items():
                 try:
-                    engines[name] = load_engine(ckpts[key], "cpu", fast=fast)
+                    engines[name] = load_engine(ckpts[key], "cpu", EngineOptions(plan=plan))
                 except Exception as exc:  # noqa: BLE001 - a config that cannot run is reported, not fatal
                     log(f"{key} {name}: cannot run: {exc}")
                     cells.append({"config": name, "error": str(exc)[:300]})
             for bs in args.batch_sizes:
                 for name, cell in zip(engines, measure_model(engines, images, bs, args.seconds * len(engines),
                                                              args.matrix_rounds)):
-                    fast = configs[name]
+                    plan = configs[name]
                     gflops = flops["total_gflop"] * cell["images_per_s"]
-                    peak = ceiling["matmul_bf16_gflops" if fast.precision == "bf16" else "matmul_fp32_gflops"]
-                    cell.update(config=name, fast_path=fast.describe(), achieved_gflops=gflops,
+                    peak = ceiling["matmul_bf16_gflops" if plan.precision == "bf16" else "matmul_fp32_gflops"]
+                    cell.update(config=name, fast_path=plan.describe(), achieved_gflops=gflops,
                                 fraction_of_ceiling=gflops / peak)
                     cells.append(cell)
                     log(f"{key} {name:30} batch {bs:4}: {cell['images_per_s']:7.1f} img/s "

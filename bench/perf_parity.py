@@ -20,23 +20,24 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from inspector.engine.engine import load_engine
-from inspector.engine.backends.fastpath import FastPath, bf16_supported, onnx_available
+from inspector.engine.backends.plan import ExecutionPlan
+from inspector.engine.capabilities import bf16_supported, onnx_available
+from inspector.engine.engine import EngineOptions, load_engine
 from trainer.evaluate import run_test_set
 from trainer.metrics import image_auroc, pixel_auroc
 
 TOLERANCE = 0.002  # allowed AUROC difference from fp32 (issue 6)
 
 
-def configs() -> dict[str, FastPath]:
-    out = {"fp32 reference": FastPath("torch", "fp32", channels_last=False, fuse=False),
-           "torch-fp32-cl-fused": FastPath("torch", "fp32", channels_last=True, fuse=True)}
+def configs() -> dict[str, ExecutionPlan]:
+    out = {"fp32 reference": ExecutionPlan("torch", "fp32", channels_last=False, fuse=False),
+           "torch-fp32-cl-fused": ExecutionPlan("torch", "fp32", channels_last=True, fuse=True)}
     if onnx_available():
-        out["onnx-fp32"] = FastPath("onnx", "fp32", channels_last=False, fuse=False)
+        out["onnx-fp32"] = ExecutionPlan("onnx", "fp32", channels_last=False, fuse=False)
     import torch
 
     if bf16_supported(torch.device("cpu")):
-        out["torch-bf16-cl-fused"] = FastPath("torch", "bf16", channels_last=True, fuse=True)
+        out["torch-bf16-cl-fused"] = ExecutionPlan("torch", "bf16", channels_last=True, fuse=True)
     return out
 
 
@@ -52,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.configs:
         chosen = {"fp32 reference": chosen["fp32 reference"], **{k: chosen[k] for k in args.configs}}
     results, ref_maps = {}, None
-    for name, fast in chosen.items():
-        engine = load_engine(args.checkpoint, "cpu", fast=fast)
+    for name, plan in chosen.items():
+        engine = load_engine(args.checkpoint, "cpu", EngineOptions(plan=plan))
         t0 = time.perf_counter()
         scores, maps, masks, labels, *_ = run_test_set(engine, args.data, args.batch)
         seconds = time.perf_counter() - t0
-        row = {"fast_path": fast.describe(), "image_auroc": image_auroc(scores, labels),
+        row = {"fast_path": plan.describe(), "image_auroc": image_auroc(scores, labels),
                "pixel_auroc": pixel_auroc(maps, masks), "images": len(scores), "seconds": round(seconds, 1)}
         if ref_maps is None:
             ref_maps, ref = maps, row

@@ -23,7 +23,7 @@ export TRAINER_KAFKA_BOOTSTRAP_SERVERS=$INSPECTOR_KAFKA_BOOTSTRAP_SERVERS TRAINE
        TRAINER_EVAL_DIR="$MT" TRAINER_EPOCHS=$REFRESH_EPOCHS TRAINER_IMAGE_SIZE=256
 trainer refresh --model magnetic_tile --adopt "$OUT/v1" | tail -n 1 > "$OUT/adopt.json"
 trainer collect --import "$OUT/part-a/train/good" --model magnetic_tile | tail -n 1 > "$OUT/import.json"
-inspector publish "$OUT/part-b" --bootstrap "$INSPECTOR_KAFKA_BOOTSTRAP_SERVERS" --topic frames.normal \
+python -m devtools publish "$OUT/part-b" --bootstrap "$INSPECTOR_KAFKA_BOOTSTRAP_SERVERS" --topic frames.normal \
     --model magnetic_tile --camera-id cam-1 --line-id line-1 | tail -n 1 > "$OUT/publish.json"
 trainer --log-json collect --idle-timeout 15 | tail -n 1 > "$OUT/collect.json"
 set +e

@@ -22,21 +22,19 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+
+from inspector.contracts.wire import CAMERA_ID_HEADER, CAPTURED_AT_HEADER, FRAME_ID_HEADER
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -67,9 +65,9 @@ def bare_inference(checkpoint: str, device: str | None, frames: list[bytes], bat
                    backend: str = "auto", precision: str = "auto") -> dict:
     """engine.infer throughput on already-decoded frames, batches of ``batch``."""
     from inspector.contracts.decode import DecodeLimits, decode_image
-    from inspector.engine.engine import load_engine
+    from inspector.engine.engine import EngineOptions, load_engine
 
-    engine = load_engine(checkpoint, device, backend=backend, precision=precision)
+    engine = load_engine(checkpoint, device, EngineOptions(backend=backend, precision=precision))
     limits = DecodeLimits(max_bytes=256 << 20, max_pixels=200_000_000)
     images = [decode_image(f, limits) for f in frames[: max(batch, 8)]]
     batches = [[images[(i + j) % len(images)] for j in range(batch)] for i in range(4)]
@@ -103,7 +101,7 @@ def bare_inference(checkpoint: str, device: str | None, frames: list[bytes], bat
         "decode_ms_per_frame": decode_s * 1000,
         "model": engine.name,
         "version": engine.version,
-        "fast_path": engine.fast.describe(),
+        "fast_path": engine.plan.describe(),
     }
 
 
@@ -130,17 +128,14 @@ class Stack:
 
 def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float | None) -> dict:
     """Start a worker, publish ``frames`` (at ``rate``/s or all at once), read every verdict."""
-    from devtools.localstack import free_port
+    from devtools.workers import ServeProcess
 
     tag = uuid.uuid4().hex[:8]
     topics = {"frames": f"bench-frames-{tag}", "verdicts": f"bench-verdicts-{tag}"}
     admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
     admin.create_topics([NewTopic(topics["frames"], args.partitions, 1), NewTopic(topics["verdicts"], args.partitions, 1)])
     admin.close()
-    port = free_port()
     env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
         "INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
         "INSPECTOR_REDIS_URL": stack.redis_url or "",
         "INSPECTOR_CHECKPOINT": str(args.checkpoint),
@@ -149,7 +144,6 @@ def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float
         "INSPECTOR_DLQ_TOPIC": f"bench-dlq-{tag}",
         "INSPECTOR_MODELS_TOPIC": f"bench-models-{tag}",
         "INSPECTOR_GROUP_ID": f"bench-{tag}",
-        "INSPECTOR_HTTP_PORT": str(port),
         "INSPECTOR_MAX_BATCH": str(args.batch),
         "INSPECTOR_MAX_DELAY_MS": str(args.max_delay_ms),
         "INSPECTOR_DECODE_THREADS": str(args.decode_threads),
@@ -164,24 +158,8 @@ def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float
         env["INSPECTOR_TORCH_THREADS"] = str(args.torch_threads)
     if args.device:
         env["INSPECTOR_DEVICE"] = args.device
-    log = open(Path(args.logs) / f"worker-{label}-{tag}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "inspector.cli", "serve"], cwd=REPO, env=env,  # noqa: S603
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("worker not ready")
-            time.sleep(0.2)
-
+    with ServeProcess(Path(args.logs) / f"worker-{label}-{tag}.log", env) as worker:  # SIGTERM on the way out
+        worker.wait_ready(120)
         consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=None, auto_offset_reset="earliest",
                                  fetch_max_wait_ms=10)
         tps = [TopicPartition(topics["verdicts"], p) for p in range(args.partitions)]
@@ -215,8 +193,8 @@ def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float
                     time.sleep(delay)
             cam = cams[i % len(cams)]
             producer.send(topics["frames"], key=cam.encode(), value=value,
-                          headers=[("frame-id", f"{label}-{i}".encode()), ("camera-id", cam.encode()),
-                                   ("captured-at", str(int(time.time() * 1000)).encode())])
+                          headers=[(FRAME_ID_HEADER, f"{label}-{i}".encode()), (CAMERA_ID_HEADER, cam.encode()),
+                                   (CAPTURED_AT_HEADER, str(int(time.time() * 1000)).encode())])
         producer.flush()
         publish_s = time.perf_counter() - t_start
         reader.join(timeout=max(60.0, 10 * len(frames) / max(rate or 1, 1)))
@@ -225,7 +203,7 @@ def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float
         consumer.close()
         got = list(verdicts.values())
         if len(got) < len(frames):
-            raise RuntimeError(f"only {len(got)}/{len(frames)} verdicts arrived; see {log.name}")
+            raise RuntimeError(f"only {len(got)}/{len(frames)} verdicts arrived; see {worker.log_path}")
         lat = np.array([arrivals[v["frame_id"]] - v["timings"]["captured_at"] for v in got])
 
         def p50(values) -> float:
@@ -254,13 +232,6 @@ def run_service(stack: Stack, args, frames: list[bytes], label: str, rate: float
             "defects": sum(v["verdict"] == "defect" for v in got),
             "rejected": sum(v["verdict"] == "rejected" for v in got),
         }
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def table(results: list[dict]) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from inspector.contracts.decode import read_image
-from inspector.engine.engine import load_engine
+from inspector.engine.engine import EngineOptions, load_engine
 from inspector.model.nets.discrepancy import image_scores
 from inspector.model.preprocess import prepare_batch
 from trainer.data import load_sample, resize_mask, scan_dataset, split_train_val
@@ -114,7 +114,7 @@ def main() -> None:
                     help="also refit the memory bank at these teacher levels (e.g. 1,2) and add rows")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    engine = load_engine(args.checkpoint, "cpu", backend="torch")
+    engine = load_engine(args.checkpoint, "cpu", EngineOptions(backend="torch"))
     model, m = engine.model, engine.manifest
     if m.signals is None:
         raise SystemExit(f"{args.checkpoint} has no fused signals to ablate")

@@ -29,11 +29,9 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,10 +40,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from devtools.workers import ServeProcess
+from inspector.contracts.wire import CAMERA_ID_HEADER, CAPTURED_AT_HEADER, CONTENT_TYPE_HEADER, FRAME_ID_HEADER
 from inspector.pipeline.budget import rss_bytes
 
 
@@ -97,7 +95,8 @@ class Topics:
 
 
 class WorkerSlot:
-    """One worker position: a `inspector serve` subprocess that can be killed and restarted."""
+    """One worker position: an `inspector serve` subprocess that can be killed and restarted
+    (each incarnation with its own worker id and log, on the slot's port)."""
 
     def __init__(self, slot: int, args: argparse.Namespace, stack_env: dict[str, str], topics: Topics,
                  logs: Path) -> None:
@@ -108,8 +107,6 @@ class WorkerSlot:
         self.port = free_port()
         self.logs = logs
         self.env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             **stack_env,
             "INSPECTOR_CHECKPOINT": str(args.checkpoint),
             "INSPECTOR_FRAMES_TOPIC": topics.frames,
@@ -117,7 +114,6 @@ class WorkerSlot:
             "INSPECTOR_DLQ_TOPIC": topics.dlq,
             "INSPECTOR_MODELS_TOPIC": topics.models,
             "INSPECTOR_GROUP_ID": topics.group,
-            "INSPECTOR_HTTP_PORT": str(self.port),
             "INSPECTOR_MAX_BATCH": str(args.batch),
             "INSPECTOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
             "INSPECTOR_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
@@ -128,9 +124,7 @@ class WorkerSlot:
         }
         if args.torch_threads:
             self.env["INSPECTOR_TORCH_THREADS"] = str(args.torch_threads)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_file = None
-        self.spawned_at = 0.0  # monotonic
+        self.proc: ServeProcess | None = None
         self.ready_after: float | None = None  # seconds from spawn to /readyz 200 (None: not yet)
         self._next_probe = 0.0
 
@@ -138,69 +132,46 @@ class WorkerSlot:
     def name(self) -> str:
         return f"w{self.slot}-{self.incarnation}"
 
+    @property
+    def spawned_at(self) -> float:
+        """time.monotonic() of the current incarnation's spawn (0 before the first)."""
+        return 0.0 if self.proc is None or self.proc.started_at is None else self.proc.started_at
+
     def start(self) -> WorkerSlot:
         self.incarnation += 1
-        self.spawned_at, self.ready_after, self._next_probe = time.monotonic(), None, 0.0
-        self._log_file = open(self.logs / f"{self.name}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "inspector.cli", "serve"], cwd=REPO,
-            env={**self.env, "INSPECTOR_WORKER_ID": self.name}, stdout=self._log_file, stderr=subprocess.STDOUT,
-        )
+        self.ready_after, self._next_probe = None, 0.0
+        self.proc = ServeProcess(self.logs / f"{self.name}.log", {**self.env, "INSPECTOR_WORKER_ID": self.name},
+                                 port=self.port, name=self.name).start()
         return self
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:  # noqa: S310
-                return r.status == 200
-        except OSError:
-            return False
 
     def poll_ready(self) -> float | None:
         """Start-up time (s) the first time /readyz answers 200 after a spawn, else None. Probes
         at most twice a second, so the soak loop can call it every turn."""
         now = time.monotonic()
-        if self.ready_after is not None or now < self._next_probe or self.pid is None:
+        if self.ready_after is not None or now < self._next_probe or self.pid is None or self.proc is None:
             return None
         self._next_probe = now + 0.5
-        if not self.ready():
+        if not self.proc.ready():
             return None
         self.ready_after = time.monotonic() - self.spawned_at
         return self.ready_after
 
     def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited; see {self.logs / (self.name + '.log')}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker {self.name} not ready after {timeout} s")
-            time.sleep(0.2)
-        self.ready_after = self.ready_after or time.monotonic() - self.spawned_at
+        if self.proc is None:
+            raise RuntimeError(f"worker slot {self.slot} was never started")
+        took = self.proc.wait_ready(timeout)
+        self.ready_after = self.ready_after or took
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        if self._log_file:
-            self._log_file.close()
+        if self.proc is not None:
+            self.proc.kill()
 
     def stop(self, timeout: float = 60) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self._log_file:
-            self._log_file.close()
-        return self.proc.returncode
+        return None if self.proc is None else self.proc.stop(timeout)
 
     @property
     def pid(self) -> int | None:
-        return None if self.proc is None or self.proc.poll() is not None else self.proc.pid
+        return None if self.proc is None else self.proc.pid
 
 
 @dataclass
@@ -270,9 +241,9 @@ class Publisher(threading.Thread):
             fid = f"{self.prefix}-{i:07d}"
             now_ms = int(time.time() * 1000)
             fut = self.producer.send(self.topic, key=cam.encode(), value=self.frames[i % len(self.frames)],
-                                     headers=[("frame-id", fid.encode()), ("camera-id", cam.encode()),
-                                              ("captured-at", str(now_ms).encode()),
-                                              ("content-type", b"image/jpeg")])
+                                     headers=[(FRAME_ID_HEADER, fid.encode()), (CAMERA_ID_HEADER, cam.encode()),
+                                              (CAPTURED_AT_HEADER, str(now_ms).encode()),
+                                              (CONTENT_TYPE_HEADER, b"image/jpeg")])
             fut.add_errback(lambda _e: self._fail())
             self.sent.append(fid)
             self.sent_at[fid] = now_ms

@@ -1,10 +1,10 @@
-"""`inspector publish`: a camera simulator that publishes image files to the frames topic.
+"""`python -m devtools publish`: a camera simulator that publishes image files to the frames topic.
 
 Each Kafka record is one frame: key = camera id, value = the raw file bytes (PNG/JPEG/...,
 undecoded), headers ``frame-id``, ``camera-id``, ``line-id``, ``model`` (when given),
 ``captured-at`` (epoch ms) and ``content-type`` (from the file extension).
 
-    inspector publish data/good/ --rate 20 --count 500 --camera-id cam-3 --line-id line-1
+    python -m devtools publish data/good/ --rate 20 --count 500 --camera-id cam-3 --line-id line-1
 
 Bootstrap servers: ``--bootstrap``, else $INSPECTOR_KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:19092.
 A JSON summary line (sent, bytes, seconds, achieved rate) is printed on stdout at the end.
@@ -19,11 +19,20 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+
+from inspector.contracts.wire import (
+    CAMERA_ID_HEADER,
+    CAPTURED_AT_HEADER,
+    CONTENT_TYPE_HEADER,
+    FRAME_ID_HEADER,
+    LINE_ID_HEADER,
+    MODEL_HEADER,
+)
 
 __all__ = [
     "CONTENT_TYPES",
@@ -131,8 +140,6 @@ def publish_frames(
     *,
     frame_id_style: FrameIdStyle = "uuid",
     flush_timeout: float = 30.0,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
     """Send each ``(bytes, content_type)`` frame to ``topic`` at ``rate`` frames/s (0 = as fast
     as possible), keyed by ``camera_id``.  Flushes and returns the frame ids in send order;
@@ -140,24 +147,24 @@ def publish_frames(
     if rate < 0:
         raise ValueError("rate must be >= 0")
     key = camera_id.encode()
-    static_headers = [("camera-id", camera_id.encode()), ("line-id", line_id.encode())]
+    static_headers = [(CAMERA_ID_HEADER, camera_id.encode()), (LINE_ID_HEADER, line_id.encode())]
     if model:
-        static_headers.append(("model", model.encode()))
+        static_headers.append((MODEL_HEADER, model.encode()))
     failures: list[tuple[str, BaseException]] = []
     frame_ids: list[str] = []
     interval = 1.0 / rate if rate > 0 else 0.0
-    start = clock()
+    start = time.monotonic()
     for seq, (data, content_type) in enumerate(frames):
         if interval:
-            delay = start + seq * interval - clock()
+            delay = start + seq * interval - time.monotonic()
             if delay > 0:
-                sleep(delay)
+                time.sleep(delay)
         frame_id = uuid.uuid4().hex if frame_id_style == "uuid" else f"{camera_id}-{seq}"
         headers = [
-            ("frame-id", frame_id.encode()),
+            (FRAME_ID_HEADER, frame_id.encode()),
             *static_headers,
-            ("captured-at", str(time.time_ns() // 1_000_000).encode()),
-            ("content-type", content_type.encode()),
+            (CAPTURED_AT_HEADER, str(time.time_ns() // 1_000_000).encode()),
+            (CONTENT_TYPE_HEADER, content_type.encode()),
         ]
         future = producer.send(topic, key=key, value=data, headers=headers)
         future.add_errback(lambda exc, fid=frame_id: failures.append((fid, exc)))
@@ -215,7 +222,7 @@ def _bootstrap(arg: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``inspector publish``."""
+    """Entry point of ``python -m devtools publish``."""
     log = _log()
     if args.rate < 0 or (args.count is not None and args.count < 0):
         print("error: --rate and --count must be >= 0", file=sys.stderr)

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -46,7 +42,7 @@ def frames_from(data: Path | None, n: int, seed: int) -> list[tuple[bytes, str, 
 def sign_for_demo(out: Path) -> str:
     """Sign the demo checkpoint as the trainer would (a key pair of the demo's own, kept in
     OUT/keys); returns the public key file the worker is told to trust."""
-    from inspector.runtime.rollout import update_for_checkpoint
+    from inspector.model.repository import update_for_checkpoint
     from inspector.model.signing import generate_key_pair, load_private_key, sign, write_statement
 
     keys = out / "keys"
@@ -55,21 +51,6 @@ def sign_for_demo(out: Path) -> str:
     key = load_private_key((keys / "model-signing.key").read_bytes())
     write_statement(out / "checkpoint", sign(update_for_checkpoint(out / "checkpoint"), key))
     return str(keys / "model-signing.pub")
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}; see its log")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("worker not ready in time")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from devtools.camera import make_producer, publish_frames
-    from devtools.localstack import LocalBroker, LocalRedis, ensure_topics, free_port
+    from devtools.localstack import LocalBroker, LocalRedis, ensure_topics
     from inspector.support.logs import configure_logging
     from devtools.tail import VerdictTail, format_verdict
+    from devtools.workers import ServeProcess
     from trainer.evaluate import evaluate
     from trainer.fit import FitConfig, fit
     from trainer.report import heatmap_overlay, overlay_grid
@@ -97,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.monotonic()
-    worker = None
     with LocalBroker(run_dir=out / "services") as broker, LocalRedis(run_dir=out / "services") as redis_srv:
         ensure_topics(broker.bootstrap)  # frames with a 1-hour retention, the compacted control topic, ...
         say(f"local Apache Kafka {broker.bootstrap}, Redis {redis_srv.url} (loopback only)")
@@ -116,17 +97,14 @@ def main(argv: list[str] | None = None) -> int:
 
         trusted = sign_for_demo(out)
         say("checkpoint signed (Ed25519); the worker trusts only that key")
-        port = free_port()
-        env = dict(os.environ, INSPECTOR_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, INSPECTOR_REDIS_URL=redis_srv.url,
-                   INSPECTOR_CHECKPOINT=str(out / "checkpoint"), INSPECTOR_HTTP_PORT=str(port),
+        env = dict(INSPECTOR_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, INSPECTOR_REDIS_URL=redis_srv.url,
+                   INSPECTOR_CHECKPOINT=str(out / "checkpoint"),
                    INSPECTOR_MODEL_TRUSTED_KEYS=trusted, INSPECTOR_MODELS_DIR=str(out),
                    INSPECTOR_KAFKA_SESSION_TIMEOUT_MS="6000", INSPECTOR_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
                    INSPECTOR_WORKER_ID="demo-worker", INSPECTOR_MAX_DELAY_MS="50")
-        log = open(out / "worker.log", "w")
-        worker = subprocess.Popen([sys.executable, "-m", "inspector.cli", "serve"], env=env, stdout=log, stderr=log)
-        try:
-            wait_ready(port, worker, 120)
-            say(f"worker ready (health and metrics on http://127.0.0.1:{port}/metrics)")
+        with ServeProcess(out / "worker.log", env, name="demo-worker") as worker:  # SIGTERM on the way out
+            worker.wait_ready(120)
+            say(f"worker ready (health and metrics on http://127.0.0.1:{worker.port}/metrics)")
             frames = frames_from(args.data, args.frames, seed=0)
             sent: dict[str, tuple[bytes, str]] = {}  # frame id -> (bytes, truth)
             verdicts: dict[str, dict] = {}
@@ -167,13 +145,6 @@ def main(argv: list[str] | None = None) -> int:
                    if v["timings"].get("captured_at")]
             say(f"{len(verdicts)}/{len(sent)} frames got a verdict; {right} match the truth; "
                 f"median capture→verdict latency {np.median(lat):.0f} ms" if lat else "no latency data")
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-            log.close()
     say(f"done in {time.monotonic() - started:.0f} s; every process the demo started is stopped")
     print(f"""
 Look at:
@@ -182,7 +153,7 @@ Look at:
   {out / 'checkpoint' / 'manifest.json'}  the model: threshold, score statistics, lineage, hashes
   {out / 'worker.log'}               the worker's structured JSON log
 Next: `make test`; `trainer fit --data YOUR_MVTEC_FOLDER ...` (README); `deploy/local/services start` and
-`inspector serve` / `inspector publish` / `inspector tail` by hand.""")
+`inspector serve` / `python -m devtools publish` / `python -m devtools tail` by hand.""")
     return 0
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import structlog
 
+from inspector.support.durable import write_bytes_atomic
 from inspector.support.logs import configure_logging
 from devtools.localstack import (
     KAFKA_MAIN_CLASS,
@@ -73,9 +74,7 @@ def _load_state(run_dir: Path) -> dict:
 
 def _save_state(run_dir: Path, state: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    tmp.replace(run_dir / STATE_FILE)
+    write_bytes_atomic(run_dir / STATE_FILE, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _kafka_up(entry: dict | None) -> bool:

@@ -1,7 +1,7 @@
-"""`inspector tail`: print verdicts from the verdicts topic, one line each.
+"""`python -m devtools tail`: print verdicts from the verdicts topic, one line each.
 
-    inspector tail                         # new verdicts from now on, compact lines
-    inspector tail --from-beginning --json --count 10 --timeout 30
+    python -m devtools tail                         # new verdicts from now on, compact lines
+    python -m devtools tail --from-beginning --json --count 10 --timeout 30
 
 Reads without a consumer group (partitions are assigned directly; nothing is committed), so
 it never disturbs the service's groups.  When the topic does not exist yet it waits for it and
@@ -249,7 +249,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: IO[str] | None = None) -> int:
-    """Entry point of ``inspector tail``."""
+    """Entry point of ``python -m devtools tail``."""
     out = out if out is not None else sys.stdout
     if (args.count is not None and args.count < 1) or (args.timeout is not None and args.timeout <= 0):
         print("error: --count must be >= 1 and --timeout > 0", file=sys.stderr)

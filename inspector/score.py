@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,10 +18,11 @@ def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
 def run(args: argparse.Namespace) -> int:
     from inspector.model.checkpoint import CheckpointError
     from inspector.engine.engine import load_engine
+    from inspector.engine.protocol import Engine
     from inspector.runtime.sinks import heatmap_png
 
     try:
-        engine = load_engine(args.checkpoint, args.device)
+        engine: Engine = load_engine(args.checkpoint, args.device)
     except CheckpointError as exc:
         print(json.dumps({"error": "checkpoint_refused", "message": str(exc)}))
         return 2
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         for (path, image), result in zip(decoded, engine.infer([img for _, img in decoded])):
             line = {"image": str(path), "verdict": "defect" if result.defect else "ok", "score": result.score,
                     "threshold": engine.threshold, "model": engine.name, "version": engine.version,
-                    "regions": [asdict(r) for r in result.regions]}
+                    "regions": [r.model_dump() for r in result.regions]}
             if args.heatmaps:
                 out = args.heatmaps / f"{path.stem}_heatmap.png"
                 out.write_bytes(heatmap_png(result.heatmap, engine.region_threshold))

@@ -8,9 +8,9 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from inspector.runtime.rollout import update_for_checkpoint
-from inspector.model.signing import sign, write_statement
 from inspector.contracts.wire import ModelUpdate
+from inspector.model.repository import update_for_checkpoint
+from inspector.model.signing import sign, write_statement
 
 
 def release_copy(src: Path, dst: Path, version: str, age_s: float = 0.0, **changes: object) -> Path:

@@ -5,7 +5,8 @@
 command prints one JSON summary as its last stdout line; logs go to stderr.
 ``python -m trainer.commands collect|refresh|keygen ...`` runs them on their own (JSON logs).
 
-Exit codes of ``refresh``: 0 promoted, 10 not promoted (gate), 11 busy (lock held), 2 failed.
+Exit codes of ``refresh``: 0 promoted, 10 not promoted (gate: the summary's ``gate`` lists
+``inspector.contracts.reasons.GateReason`` codes), 11 busy (lock held), 2 failed.
 ``collect``: 0 done, 2 failed.
 """
 
@@ -114,7 +115,7 @@ def register(subparsers: Any) -> None:
 
     r = subparsers.add_parser(
         "refresh", help="retrain a model from its normal-image store, gate it, promote and announce it",
-        description="Exit codes: 0 promoted, 10 not promoted (gate; the summary says why), 11 busy (another "
+        description="Exit codes: 0 promoted, 10 not promoted (gate; the summary's `gate` lists codes and why), 11 busy (another "
                     "refresh of the model runs), 2 failed. Prints a JSON summary last.")
     r.add_argument("--model", required=True, help="model name (the `model` header the workers route on)")
     r.add_argument("--from-scratch", action="store_true", help="do not warm-start from the live checkpoint")

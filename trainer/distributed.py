@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from inspector.engine.engine import pick_device
+from inspector.engine.capabilities import pick_device
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 import structlog
 
 from inspector.contracts.decode import DecodeError
-from inspector.engine.engine import Engine, load_engine
+from inspector.engine.engine import DiscrepancyEngine, load_engine
 
 from .data import DatasetError, load_sample, resize_mask, scan_dataset
 from .metrics import per_type_metrics, score_stats
@@ -38,7 +38,7 @@ def to_grid(frame_map: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame_map.astype(np.float32), (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def run_test_set(engine: Engine, data: str | Path, batch_size: int = 16):
+def run_test_set(engine: DiscrepancyEngine, data: str | Path, batch_size: int = 16):
     """Score every test image. Returns scores, maps, masks, labels, types, paths, a few originals, skipped."""
     log = structlog.get_logger("trainer.evaluate")
     index = scan_dataset(data)

@@ -1,7 +1,8 @@
 """Settings of the scheduled jobs (`trainer collect`, `trainer refresh`): pydantic-settings, prefix ``TRAINER_``.
 
-Kafka connection and security names mirror ``inspector.runtime.settings`` (``TRAINER_KAFKA_BOOTSTRAP_SERVERS``,
-``TRAINER_KAFKA_SECURITY_PROTOCOL``, ``TRAINER_KAFKA_SASL_*``, ``TRAINER_KAFKA_SSL_*``), so one
+The Kafka connection and security fields are the service's, from one base class
+(``inspector.contracts.kafka.KafkaConnectionSettings``): ``TRAINER_KAFKA_BOOTSTRAP_SERVERS``,
+``TRAINER_KAFKA_SECURITY_PROTOCOL``, ``TRAINER_KAFKA_SASL_*``, ``TRAINER_KAFKA_SSL_*``, so one
 secret/config map can feed both. Command-line options override single values.
 """
 
@@ -11,25 +12,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from inspector.contracts.decode import DecodeLimits
+from inspector.contracts.kafka import KafkaConnectionSettings, check_group_timing
 
 
-class TrainerSettings(BaseSettings):
+class TrainerSettings(KafkaConnectionSettings):
     """Configuration of the normal-image collector and the checkpoint refresh job."""
 
     model_config = SettingsConfigDict(env_prefix="TRAINER_", extra="ignore", validate_default=True)
 
-    # --- Kafka -------------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated bootstrap servers.")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
-    kafka_ssl_cafile: Path | None = None
-    kafka_ssl_certfile: Path | None = None
-    kafka_ssl_keyfile: Path | None = None
+    # --- Kafka (connection and security: KafkaConnectionSettings) -------------------------------
     kafka_client_id: str = Field("inspector-trainer", description="Kafka client id prefix.")
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000, description="Consumer group session timeout (6000 in dev/tests).")
     kafka_heartbeat_interval_ms: int = Field(3_000, ge=100)
@@ -103,10 +97,7 @@ class TrainerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> TrainerSettings:
-        from inspector.contracts.kafka import check_group_and_security
-
-        check_group_and_security(self.kafka_heartbeat_interval_ms, self.kafka_session_timeout_ms,
-                                 self.kafka_security_protocol, self.kafka_sasl_mechanism)
+        check_group_timing(self.kafka_heartbeat_interval_ms, self.kafka_session_timeout_ms)
         return self
 
     def signing_private_key(self) -> Any:
@@ -118,14 +109,6 @@ class TrainerSettings(BaseSettings):
         if self.signing_key_pem is not None:
             return load_private_key(self.signing_key_pem.get_secret_value().encode(), "TRAINER_SIGNING_KEY_PEM")
         return None
-
-    def kafka_common(self) -> dict[str, Any]:
-        """Connection/security kwargs for kafka-python producers and consumers."""
-        from inspector.contracts.kafka import connection_kwargs
-
-        return connection_kwargs(self.kafka_bootstrap_servers, self.kafka_security_protocol, self.kafka_sasl_mechanism,
-                                 self.kafka_sasl_username, self.kafka_sasl_password, self.kafka_ssl_cafile,
-                                 self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
 
     def consumer_group_kwargs(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import time
@@ -316,9 +315,7 @@ class ModelStore:
             (self.rejected_dir / f"{stem}.bin").write_bytes(data)
         else:
             record["payload"] = "not kept (over the frame size limit)"
-        tmp = self.rejected_dir / f".{stem}.json.tmp"
-        tmp.write_text(json.dumps(record, default=str))
-        os.replace(tmp, self.rejected_dir / f"{stem}.json")
+        write_bytes_atomic(self.rejected_dir / f"{stem}.json", json.dumps(record, default=str).encode())
         return self.rejected_dir / f"{stem}.json"
 
     def import_folder(self, folder: str | Path, camera: str = "import", line: str | None = None) -> dict[str, Any]:

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from inspector.contracts.reasons import DECODE_REASONS, RejectReason
+
 __all__ = [
     "FORMATS",
     "DecodeError",
@@ -33,10 +35,8 @@ __all__ = [
 #: Formats this module can decode (names as returned by :func:`sniff_format`).
 FORMATS: frozenset[str] = frozenset({"jpeg", "png", "bmp", "tiff"})
 
-#: Machine-readable reasons carried by :class:`DecodeError`.
-REASONS: frozenset[str] = frozenset(
-    {"empty", "too_large_bytes", "too_many_pixels", "too_small", "unsupported_type", "undecodable"}
-)
+#: Machine-readable reasons carried by :class:`DecodeError` (reason codes of the wire contract).
+REASONS: frozenset[RejectReason] = DECODE_REASONS
 
 _PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "tiff": "TIFF"}
 # PIL modes whose pixels are single-channel; cv2 expands gray+alpha PNGs to BGRA.
@@ -97,13 +97,14 @@ class ImageInfo:
 
 
 class DecodeError(ValueError):
-    """An image could not be decoded; ``reason`` is one of :data:`REASONS`."""
+    """An image could not be decoded; ``reason`` is one of :data:`REASONS` (a code given as a
+    string is taken as the :class:`RejectReason` of that value)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: RejectReason | str, message: str) -> None:
         if reason not in REASONS:
             raise ValueError(f"unknown DecodeError reason {reason!r}")
         super().__init__(message)
-        self.reason = reason
+        self.reason = RejectReason(reason)
         self.message = message
 
     def __reduce__(self):  # keep picklable (ValueError's default passes only args)
@@ -144,9 +145,9 @@ def _header_size(data: bytes, fmt: str) -> tuple[int, int, str, int]:
             return int(width), int(height), str(im.mode), _bits_per_sample(data, fmt, im)
     except Image.DecompressionBombError as exc:
         # PIL's own (global, untouched here) limit fired: far beyond any sane frame.
-        raise DecodeError("too_many_pixels", f"image header refused as a decompression bomb: {exc}") from exc
+        raise DecodeError(RejectReason.TOO_MANY_PIXELS, f"image header refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as exc:
-        raise DecodeError("undecodable", f"cannot read {fmt} header: {exc}") from exc
+        raise DecodeError(RejectReason.UNDECODABLE, f"cannot read {fmt} header: {exc}") from exc
 
 
 def _to_uint(img: np.ndarray) -> np.ndarray:
@@ -161,23 +162,23 @@ def _to_uint(img: np.ndarray) -> np.ndarray:
         return img.astype(np.uint8) * np.uint8(255)
     if np.issubdtype(img.dtype, np.floating):
         if img.size == 0 or not np.isfinite(img).all():
-            raise DecodeError("unsupported_type", f"{img.dtype} image with non-finite values")
+            raise DecodeError(RejectReason.UNSUPPORTED_TYPE, f"{img.dtype} image with non-finite values")
         lo, hi = float(img.min()), float(img.max())
         if lo < 0.0:
-            raise DecodeError("unsupported_type", f"{img.dtype} image with negative values")
+            raise DecodeError(RejectReason.UNSUPPORTED_TYPE, f"{img.dtype} image with negative values")
         if hi <= 1.0:  # normalised float image
             return np.round(img * 65535.0).astype(np.uint16)
         if hi <= 65535.0:  # float-typed counts
             return np.round(img).astype(np.uint16)
-        raise DecodeError("unsupported_type", f"{img.dtype} image with values up to {hi:g}")
+        raise DecodeError(RejectReason.UNSUPPORTED_TYPE, f"{img.dtype} image with values up to {hi:g}")
     if np.issubdtype(img.dtype, np.integer):
         lo, hi = int(img.min()), int(img.max())
         if lo >= 0 and hi <= 255 and img.dtype.itemsize == 1:
             return img.astype(np.uint8)
         if lo >= 0 and hi <= 65535:
             return img.astype(np.uint16)
-        raise DecodeError("unsupported_type", f"{img.dtype} image with values in [{lo}, {hi}]")
-    raise DecodeError("unsupported_type", f"unsupported pixel type {img.dtype}")
+        raise DecodeError(RejectReason.UNSUPPORTED_TYPE, f"{img.dtype} image with values in [{lo}, {hi}]")
+    raise DecodeError(RejectReason.UNSUPPORTED_TYPE, f"unsupported pixel type {img.dtype}")
 
 
 def _to_layout(img: np.ndarray, pil_mode: str) -> np.ndarray:
@@ -187,7 +188,7 @@ def _to_layout(img: np.ndarray, pil_mode: str) -> np.ndarray:
     if img.ndim == 2:
         return np.ascontiguousarray(img)
     if img.ndim != 3:
-        raise DecodeError("unsupported_type", f"unsupported array shape {img.shape}")
+        raise DecodeError(RejectReason.UNSUPPORTED_TYPE, f"unsupported array shape {img.shape}")
     channels = img.shape[2]
     if channels == 2:  # gray + alpha
         return np.ascontiguousarray(img[:, :, 0])
@@ -199,7 +200,7 @@ def _to_layout(img: np.ndarray, pil_mode: str) -> np.ndarray:
             return np.ascontiguousarray(img[:, :, 0])
         code = cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGB
         return np.ascontiguousarray(cv2.cvtColor(img, code))
-    raise DecodeError("unsupported_type", f"unsupported channel count {channels}")
+    raise DecodeError(RejectReason.UNSUPPORTED_TYPE, f"unsupported channel count {channels}")
 
 
 def decode_image(
@@ -217,37 +218,37 @@ def decode_image(
     """
     n = len(data)
     if n == 0:
-        raise DecodeError("empty", "empty image data")
+        raise DecodeError(RejectReason.EMPTY, "empty image data")
     if n > limits.max_bytes:
-        raise DecodeError("too_large_bytes", f"image is {n} bytes, limit {limits.max_bytes}")
+        raise DecodeError(RejectReason.TOO_LARGE_BYTES, f"image is {n} bytes, limit {limits.max_bytes}")
     fmt = sniff_format(data)
     if fmt is None or fmt not in limits.formats:
         hint = f" (content type hint {content_type!r})" if content_type else ""
         what = "unknown format" if fmt is None else f"format {fmt!r} not allowed"
         raise DecodeError(
-            "unsupported_type", f"{what}{hint}; allowed: {', '.join(sorted(limits.formats))}"
+            RejectReason.UNSUPPORTED_TYPE, f"{what}{hint}; allowed: {', '.join(sorted(limits.formats))}"
         )
 
     width, height, mode, bits = _header_size(data, fmt)
     if width * height > limits.max_pixels:
         raise DecodeError(
-            "too_many_pixels", f"{fmt} is {width}x{height} = {width * height} px, limit {limits.max_pixels}"
+            RejectReason.TOO_MANY_PIXELS, f"{fmt} is {width}x{height} = {width * height} px, limit {limits.max_pixels}"
         )
     if min(width, height) < limits.min_side:
-        raise DecodeError("too_small", f"{fmt} is {width}x{height}, minimum side {limits.min_side}")
+        raise DecodeError(RejectReason.TOO_SMALL, f"{fmt} is {width}x{height}, minimum side {limits.min_side}")
     if on_header is not None:
         on_header(ImageInfo(fmt, width, height, mode, bits))
 
     try:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise DecodeError("undecodable", f"cannot decode {fmt}: {exc}") from exc
+        raise DecodeError(RejectReason.UNDECODABLE, f"cannot decode {fmt}: {exc}") from exc
     if img is None or img.size == 0:
-        raise DecodeError("undecodable", f"cannot decode {fmt} data ({n} bytes)")
+        raise DecodeError(RejectReason.UNDECODABLE, f"cannot decode {fmt} data ({n} bytes)")
     h, w = img.shape[:2]
     # Defensive: the decoder must agree with the header we checked.
     if h * w > limits.max_pixels or min(h, w) < limits.min_side:
-        raise DecodeError("undecodable", f"decoded {w}x{h} disagrees with header {width}x{height}")
+        raise DecodeError(RejectReason.UNDECODABLE, f"decoded {w}x{h} disagrees with header {width}x{height}")
     return _to_layout(_to_uint(img), mode)
 
 
@@ -259,7 +260,7 @@ def read_image(path: str | Path, limits: DecodeLimits = FILE_LIMITS) -> np.ndarr
     path = Path(path)
     size = path.stat().st_size
     if size > limits.max_bytes:
-        raise DecodeError("too_large_bytes", f"{path}: file is {size} bytes, limit {limits.max_bytes}")
+        raise DecodeError(RejectReason.TOO_LARGE_BYTES, f"{path}: file is {size} bytes, limit {limits.max_bytes}")
     data = path.read_bytes()
     try:
         return decode_image(data, limits)

@@ -2,7 +2,8 @@
 
 These pydantic models are the wire contract; ``inspector schemas --out DIR`` exports their JSON
 Schemas. Kafka header values from cameras are untrusted: :meth:`FrameHeaders.from_kafka` never
-raises, it drops what it cannot use and says so in ``problems``.
+raises, it drops what it cannot use and says so in ``problems``. Reason codes (``Verdict.reason``,
+the ``dlq-reason`` header) are :class:`~inspector.contracts.reasons.RejectReason` members.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from inspector.contracts.reasons import RejectReason
+
 WIRE_VERSION = 1
 HEATMAP_KEY_PREFIX = "inspector:heatmap:"
 CAMERA_LATEST_KEY_PREFIX = "inspector:camera:"
@@ -34,6 +37,14 @@ _MIN_EPOCH_MS = 946_684_800_000
 _MAX_EPOCH_MS = 7_258_118_400_000
 
 HeaderList = list[tuple[str, bytes]]
+
+#: Names of the frame headers a camera sends (read case-insensitively by FrameHeaders.from_kafka).
+FRAME_ID_HEADER = "frame-id"
+CAMERA_ID_HEADER = "camera-id"
+LINE_ID_HEADER = "line-id"
+MODEL_HEADER = "model"
+CAPTURED_AT_HEADER = "captured-at"
+CONTENT_TYPE_HEADER = "content-type"
 
 
 def heatmap_key(frame_id: str) -> str:
@@ -185,7 +196,8 @@ class FrameHeaders(_Wire):
         return out
 
 
-_KNOWN = frozenset({"frame-id", "camera-id", "line-id", "model", "captured-at", "content-type"})
+_KNOWN = frozenset({FRAME_ID_HEADER, CAMERA_ID_HEADER, LINE_ID_HEADER, MODEL_HEADER, CAPTURED_AT_HEADER,
+                    CONTENT_TYPE_HEADER})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +205,11 @@ _KNOWN = frozenset({"frame-id", "camera-id", "line-id", "model", "captured-at", 
 # ---------------------------------------------------------------------------------------------
 
 
+# The one region type: the engine finds them (inspector.engine.regions), verdicts carry them.
 class Region(_Wire):
     """A connected defect region in original image pixels (x1, y1 exclusive)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     x0: int
     y0: int
@@ -271,7 +286,9 @@ class Verdict(_Wire):
     heatmap_key: str | None = Field(
         None, description="Redis key of the heatmap PNG (expires; may be missing if Redis was down)."
     )
-    reason: str | None = Field(None, description="Why a frame was rejected (machine-readable).")
+    reason: RejectReason | None = Field(
+        None, description="Why a frame was rejected (machine-readable; see docs/CONTRACTS.md)."
+    )
     detail: str | None = Field(None, description="Human-readable detail of the rejection.")
     source: Source
     worker_id: str
@@ -296,7 +313,7 @@ class DeadLetter(_Wire):
     The original headers are kept; these are appended with the `dlq-` prefix.
     """
 
-    reason: str
+    reason: RejectReason = Field(description="Why the frame was rejected (as the verdict's `reason`).")
     detail: str = ""
     frame_id: str
     source_topic: str

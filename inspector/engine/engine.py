@@ -1,7 +1,9 @@
-"""The narrow interface the service (and ``inspector score``, and evaluation) sees of a model.
+"""The engine of a discrepancy model: a verified checkpoint, run on one device as asked.
 
-``load_engine(dir)`` verifies and loads a checkpoint; ``Engine.infer(images)`` runs one batch of
-decoded images through the model on its device and returns one ``Inspection`` per image. A tiled
+``load_engine(dir, device, options)`` verifies and loads a checkpoint into a ``DiscrepancyEngine``
+(the serving path sees it as ``inspector.engine.protocol.Engine``); ``infer(images)`` runs one
+batch of decoded images through the model and returns one ``Inspection`` per image. How the model
+runs (backend, precision, ...) is ``backends.select``'s choice from ``EngineOptions``. A tiled
 model (``Manifest.tiling``) cuts each frame into tiles, runs the tiles of the whole batch
 together (at most ``max_tiles`` per call) and stitches each frame's map (``inspector.model.tiling``);
 everything after that (score, regions, mask, heatmap) reads the stitched map.
@@ -15,25 +17,27 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import structlog
 import torch
 
+from inspector.contracts.wire import Region
+from inspector.engine.backends.onnx_cache import OnnxCache, cache_key
+from inspector.engine.backends.plan import buckets
+from inspector.engine.backends.select import select_runner
+from inspector.engine.capabilities import pick_device
+from inspector.engine.options import EngineOptions
+from inspector.engine.regions import find_regions, reduced_masks
 from inspector.model.checkpoint import CheckpointError, Manifest, manifest_sha256, read_manifest, read_weights
-from inspector.engine.backends.fastpath import FastPath, build_runner, choose, fallback
 from inspector.model.geometry import Geometry, Placement
 from inspector.model.nets.model import DiscrepancyModel, ModelConfig, build_student
 from inspector.model.nets.teachers import TeacherWeightsError, build_teacher
-from inspector.engine.backends.onnx_cache import OnnxCache, cache_key
 from inspector.model.preprocess import prepare_placed
-from inspector.engine.regions import Region, find_regions, reduced_masks
 from inspector.model.tiling import fit_to_aspect, iter_stitched
 
 #: Longest side of a tiled frame's heatmap (kept in Redis): the stitched map is at frame resolution.
 TILED_HEATMAP_SIDE = 1024
-#: Tiles per engine call by default (``INSPECTOR_MAX_TILES_PER_CALL``).
-MAX_TILES_PER_CALL = 64
 
-__all__ = ["Engine", "Geometry", "Inspection", "Region", "load_engine", "CheckpointError", "pick_device"]
+__all__ = ["DiscrepancyEngine", "EngineOptions", "Geometry", "Inspection", "Region", "load_engine",
+           "CheckpointError", "pick_device"]
 
 
 @dataclass
@@ -45,12 +49,6 @@ class Inspection:
     heatmap: np.ndarray = field(repr=False)  # float32, the frame's map (model resolution; tiled: ≤ 1024 px)
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def model_config(manifest: Manifest) -> ModelConfig:
     signals = manifest.signals.model_dump() if manifest.signals is not None else {}
     if "memory_levels" in signals:
@@ -59,32 +57,24 @@ def model_config(manifest: Manifest) -> ModelConfig:
                        score_mode=manifest.score_mode, topk_fraction=manifest.topk_fraction, **signals)
 
 
-class Engine:
+class DiscrepancyEngine:
     """A loaded, verified model ready for batched inference on one device."""
 
     def __init__(self, model: DiscrepancyModel, manifest: Manifest, device: torch.device,
-                 mask_size: int = 64, min_region_area: int = 1, fast: FastPath | None = None,
-                 onnx_fallback: bool = True, onnx_cache: tuple[OnnxCache, str] | None = None,
-                 max_tiles: int = MAX_TILES_PER_CALL):
-        """``fast`` says how the model runs (default: the measured best for ``device``). With
-        ``onnx_fallback`` an ONNX backend that cannot be built or fails its check against torch
-        degrades to the torch backend (logged); without it the error propagates."""
+                 options: EngineOptions = EngineOptions(), onnx_cache: tuple[OnnxCache, str] | None = None):
+        """``options`` say how the model runs (``backends.select`` decides and may fall back:
+        ``self.plan`` is what runs) and what inspections carry. Raises ``ValueError`` for an
+        impossible request, ``RuntimeError`` for a plan that cannot be built."""
         self.model = model.to(device).eval()
         self.manifest = manifest
         self.device = device
-        self.mask_size = mask_size
-        self.min_region_area = min_region_area
+        self.options = options
+        self.mask_size = options.mask_size
+        self.min_region_area = options.min_region_area
         self.geometry = manifest.input_geometry()
         self.tiling = manifest.input_tiling()
-        self.max_tiles = max(1, int(max_tiles))
-        fast = fast or choose(device)
-        try:
-            self._run, self.fast = build_runner(self.model, device, fast, self.geometry.hw, onnx_cache)
-        except RuntimeError as exc:
-            if fast.backend != "onnx" or not onnx_fallback:
-                raise
-            structlog.get_logger("inspector.engine.engine").warning("onnx_backend_unavailable", error=str(exc)[:300])
-            self._run, self.fast = build_runner(self.model, device, fallback(fast), self.geometry.hw)
+        self.max_tiles = max(1, int(options.max_tiles))
+        self._run, self.plan = select_runner(self.model, device, options, self.geometry.hw, onnx_cache)
 
     name = property(lambda self: self.manifest.name)
     version = property(lambda self: self.manifest.version)
@@ -151,11 +141,9 @@ class Engine:
     def warm_up(self, max_batch: int) -> None:
         """Run every batch shape serving will see once (compiled models: every bucket), off the
         serving path; the first call at a new shape is slow (compilation, kernel selection)."""
-        from inspector.engine.backends.fastpath import buckets
-
         h, w = self.geometry.hw
         rng = np.random.default_rng(0)
-        sizes = buckets(max_batch) if self.fast.compile else [max_batch]
+        sizes = buckets(max_batch) if self.plan.compile else [max_batch]
         for n in sizes:
             self.infer([rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)])
 
@@ -198,19 +186,13 @@ class Engine:
                           heatmap=np.ascontiguousarray(heat, dtype=np.float32))
 
 
-def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teacher_weights: str | Path | None = None,
-                expected_manifest_sha256: str | None = None, mask_size: int = 64, min_region_area: int = 1,
-                backend: str = "auto", precision: str = "auto", channels_last: bool | None = None,
-                compile: bool | None = None, fast: FastPath | None = None,
-                onnx_cache_dir: str | Path | None = None, max_tiles: int = MAX_TILES_PER_CALL) -> Engine:
-    """Verify and load a checkpoint. Raises ``CheckpointError`` (never a half-built engine).
-
-    ``backend`` (auto|torch|onnx), ``precision`` (auto|fp32|bf16), ``channels_last`` and
-    ``compile`` choose how the model runs; ``auto``/``None`` take the measured best for the device
-    (``inspector.engine.backends.fastpath.choose``); ``fast`` sets all of it at once (benchmarks, tests). An
-    explicitly requested onnx backend that fails is an error; an ``auto`` one falls back to torch.
-    ``onnx_cache_dir`` keeps exported graphs between loads of the same checkpoint (None: export
-    at every load)."""
+def load_engine(checkpoint_dir: str | Path, device: str | None = None, options: EngineOptions = EngineOptions(), *,
+                expected_manifest_sha256: str | None = None,
+                teacher_weights: str | Path | None = None) -> DiscrepancyEngine:
+    """Verify and load a checkpoint, to run on ``device`` (default: the GPU if any) as ``options``
+    ask (default: the measured best for the device). Raises ``CheckpointError`` (never a
+    half-built engine), also for options the device cannot honour or a backend asked for
+    explicitly that cannot be built. ``expected_manifest_sha256`` pins the manifest (updates)."""
     manifest = read_manifest(checkpoint_dir, expected_manifest_sha256)
     state = read_weights(checkpoint_dir, manifest)
     try:
@@ -229,12 +211,12 @@ def load_engine(checkpoint_dir: str | Path, device: str | None = None, *, teache
     except (ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{checkpoint_dir}: weights do not fit a {manifest.method} model: {exc}") from exc
     dev = pick_device(device)
+    cache = None
+    if options.onnx_cache_dir is not None:
+        key = cache_key(manifest_sha256(checkpoint_dir), manifest.input_geometry().hw)
+        cache = (OnnxCache(Path(options.onnx_cache_dir)), key)
     try:
-        fast = fast or choose(dev, backend, precision, channels_last, compile)
-        cache = None
-        if onnx_cache_dir is not None and fast.backend == "onnx":
-            cache = (OnnxCache(Path(onnx_cache_dir)), cache_key(manifest_sha256(checkpoint_dir), manifest.input_geometry().hw))
-        return Engine(model, manifest, dev, mask_size, min_region_area, fast, onnx_fallback=backend == "auto",
-                      onnx_cache=cache, max_tiles=max_tiles)
+        return DiscrepancyEngine(model, manifest, dev, options, onnx_cache=cache)
     except (ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{checkpoint_dir}: cannot run as requested ({backend}, {precision}): {exc}") from exc
+        raise CheckpointError(f"{checkpoint_dir}: cannot run as requested "
+                              f"({options.backend}, {options.precision}): {exc}") from exc

@@ -1,25 +1,16 @@
-"""Post-processing of anomaly maps: defect regions, compact masks. Small tensors only leave the device."""
+"""Post-processing of anomaly maps: defect regions, compact masks. Small tensors only leave the device.
+
+Regions are the wire contract's :class:`~inspector.contracts.wire.Region`: what the engine finds is
+what a verdict carries."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class Region:
-    """A connected area of the map above threshold, in the original image's pixels (x1/y1 exclusive)."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    area: int
-    peak: float
+from inspector.contracts.wire import Region
 
 
 def reduced_masks(maps: torch.Tensor, threshold: float, mask_size: int | tuple[int, int]) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from inspector.contracts.reasons import RefusalReason
 from inspector.model.geometry import Geometry
 from inspector.model.tiling import Tiling
 from inspector.support.hashing import sha256_file
@@ -31,12 +32,9 @@ FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 20
 
 
-#: Why a checkpoint was refused: the ``reason`` label of ``inspector_model_refused_total``.
-REFUSAL_REASONS = frozenset({
-    "manifest_missing", "manifest_invalid", "manifest_hash", "weights_missing", "weights_hash",
-    "weights_unreadable", "weights_mismatch", "teacher", "name_mismatch", "smoke_failed", "location",
-    "invalid_update", "key_mismatch", "invalid", "signature", "replay", "rollback",
-})
+#: Why a checkpoint was refused: the ``reason`` label of ``inspector_model_refused_total``
+#: (the values of the wire contract's :class:`~inspector.contracts.reasons.RefusalReason`).
+REFUSAL_REASONS: frozenset[str] = frozenset(r.value for r in RefusalReason)
 
 
 class CheckpointError(RuntimeError):

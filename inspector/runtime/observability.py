@@ -27,7 +27,7 @@ class Metrics:
         self.verdicts = Counter(
             "inspector_verdicts_total", "Verdicts acknowledged by the broker.", ["verdict", "model"], registry=r
         )
-        self.rejects = Counter("inspector_rejects_total", "Rejected frames by reason.", ["reason"], registry=r)
+        self.rejects = Counter("inspector_rejects_total", "Rejected frames by reason (a RejectReason code).", ["reason"], registry=r)
         self.dlq = Counter("inspector_dlq_total", "Dead-letter copies acknowledged.", registry=r)
         self.dlq_failures = Counter("inspector_dlq_failures_total", "Dead-letter copies that failed.", registry=r)
         self.publish_failures = Counter(
@@ -75,7 +75,7 @@ class Metrics:
         )
         self.model_refused = Counter(
             "inspector_model_refused_total",
-            "Model updates or starting checkpoints refused, by reason (checkpoint.REFUSAL_REASONS).",
+            "Model updates or starting checkpoints refused, by reason (a RefusalReason code).",
             ["model", "reason"],
             registry=r,
         )

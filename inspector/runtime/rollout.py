@@ -18,7 +18,6 @@ the teacher and one smoke inference (``engine.load_engine``).
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -31,21 +30,21 @@ from typing import Any
 import numpy as np
 import structlog
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 from pydantic import ValidationError
 
+from inspector.contracts.control import ensure_control_topic
 from inspector.model.checkpoint import CheckpointError, Manifest, manifest_sha256, read_manifest, refusal_reason
+from inspector.model.repository import ModelRepository
 from inspector.runtime.observability import Metrics
 from inspector.runtime.settings import Settings
 from inspector.model.signing import SignatureError, TrustedKeys, read_statement, statement_matches, verify
 from inspector.contracts.wire import ModelUpdate
+from inspector.engine.protocol import Engine
 
-Loader = Callable[..., Any]  # engine.load_engine
+Loader = Callable[..., Engine]  # engine.load_engine(path, device, options, expected_manifest_sha256=...)
 
 #: Updates per model kept while reading the control topic at start (the newest valid one wins).
 BOOTSTRAP_CANDIDATES = 16
-#: The trainer's record of its last published update, in ``MODELS_DIR/<model>/`` (trainer/refresh.py).
-PUBLISHED_RECORD = "published.json"
 
 
 class ModelRegistry:
@@ -53,11 +52,11 @@ class ModelRegistry:
 
     def __init__(self, metrics: Metrics, default_model: str | None = None) -> None:
         self._lock = threading.Lock()
-        self._engines: dict[str, Any] = {}
+        self._engines: dict[str, Engine] = {}
         self._metrics = metrics
         self._default = default_model
 
-    def get(self, name: str) -> Any | None:
+    def get(self, name: str) -> Engine | None:
         with self._lock:
             return self._engines.get(name)
 
@@ -81,7 +80,7 @@ class ModelRegistry:
             if not self._default:
                 self._default = name
 
-    def install(self, engine: Any) -> Any | None:
+    def install(self, engine: Engine) -> Engine | None:
         """Serve ``engine`` for its name; returns the engine it replaced."""
         with self._lock:
             old = self._engines.get(engine.name)
@@ -93,26 +92,6 @@ class ModelRegistry:
                 pass
         self._metrics.model_version.labels(engine.name, engine.version).set(1)
         return old
-
-
-def resolve_location(location: str, models_dir: Path) -> Path:
-    """Checkpoint location → a directory inside ``models_dir``, the only place updates may point.
-
-    A relative path is taken from ``models_dir``; an absolute path or ``file://`` URL is allowed
-    when it lies inside it. Symlinks and ``..`` are followed first, so neither leads out."""
-    if location.startswith("file://"):
-        location = location[len("file://"):]
-    elif "://" in location:
-        raise ValueError(f"unsupported checkpoint location scheme: {location.split('://', 1)[0]}")
-    if not location or "\x00" in location:
-        raise ValueError("empty or malformed checkpoint location")
-    root = Path(models_dir).resolve()
-    path = Path(location)
-    resolved = (path if path.is_absolute() else root / path).resolve()
-    if not resolved.is_relative_to(root):
-        raise ValueError(f"checkpoint location {location!r} resolves to {resolved}, outside the models "
-                         f"directory {root} (INSPECTOR_MODELS_DIR)")
-    return resolved
 
 
 @dataclass(frozen=True)
@@ -151,44 +130,6 @@ def ordering_refusal(live: Release | None, update: ModelUpdate, manifest: Manife
     return None
 
 
-def update_for_checkpoint(checkpoint_dir: str | Path, *, rollback: bool = False) -> ModelUpdate:
-    """An unsigned ModelUpdate announcing a checkpoint directory (the trainer signs it; tests)."""
-    manifest = read_manifest(checkpoint_dir)
-    return ModelUpdate(
-        name=manifest.name,
-        version=manifest.version,
-        checkpoint=str(Path(checkpoint_dir).resolve()),
-        manifest_sha256=manifest_sha256(checkpoint_dir),
-        published_at=float(int(time.time() * 1000)),
-        rollback=rollback,
-    )
-
-
-def publish_update(producer: Any, topic: str, update: ModelUpdate, timeout_s: float = 10.0) -> None:
-    """Publish an update to the control topic (key = model name) and wait for the ack."""
-    producer.send(topic, key=update.name.encode(), value=update.to_bytes()).get(timeout=timeout_s)
-
-
-def ensure_control_topic(settings: Settings) -> None:
-    """Create the compacted control topic if it is missing (best effort: ops may own it)."""
-    log = structlog.get_logger("inspector.runtime.rollout")
-    try:
-        admin = KafkaAdminClient(**settings.kafka_common(), client_id=f"{settings.kafka_client_id}-admin")
-    except Exception as exc:  # noqa: BLE001
-        log.warning("control_topic_check_failed", error=type(exc).__name__)
-        return
-    try:
-        if settings.models_topic not in set(admin.list_topics()):
-            admin.create_topics(
-                [NewTopic(settings.models_topic, 1, 1, topic_configs={"cleanup.policy": "compact"})]
-            )
-            log.info("control_topic_created", topic=settings.models_topic)
-    except Exception as exc:  # noqa: BLE001 - exists already / not allowed: fine
-        log.info("control_topic_not_created", topic=settings.models_topic, error=type(exc).__name__)
-    finally:
-        admin.close()
-
-
 class Rollout:
     """Loads the starting models and follows the control topic."""
 
@@ -199,6 +140,7 @@ class Rollout:
         self.metrics = metrics
         self.trusted = trusted if trusted is not None else TrustedKeys.parse(settings.model_trusted_keys)
         self._load = loader
+        self.repository = ModelRepository(settings.models_dir)  # the only place updates may point
         self._log = structlog.get_logger("inspector.runtime.rollout")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -207,21 +149,9 @@ class Rollout:
         self._live: dict[str, Release] = {}  # name -> what the served version came with
 
     # -- loading ----------------------------------------------------------------------------
-    def _load_verified(self, path: Path, expected_sha: str | None) -> Any:
+    def _load_verified(self, path: Path, expected_sha: str | None) -> Engine:
         s = self.settings
-        engine = self._load(
-            path,
-            s.device,
-            expected_manifest_sha256=expected_sha,
-            mask_size=s.mask_size,
-            min_region_area=max(1, s.region_min_area),
-            backend=s.engine_backend,
-            precision=s.engine_precision,
-            channels_last=s.engine_channels_last,
-            compile=s.engine_compile,
-            onnx_cache_dir=s.onnx_cache_dir,
-            max_tiles=s.max_tiles_per_call,
-        )
+        engine = self._load(path, s.device, s.engine_options(), expected_manifest_sha256=expected_sha)
         h, w = engine.geometry.hw
         probe = engine.infer([np.full((h, w, 3), 128, dtype=np.uint8)])
         if len(probe) != 1 or not math.isfinite(float(probe[0].score)):
@@ -258,7 +188,7 @@ class Rollout:
         signer = None
         try:
             try:
-                path = resolve_location(update.checkpoint, self.settings.models_dir)
+                path = self.repository.resolve(update.checkpoint)
             except ValueError as exc:
                 raise CheckpointError(str(exc), "location") from exc
             if self.trusted:
@@ -369,7 +299,8 @@ class Rollout:
 
         Newest by issue time, not by offset: a forged or replayed record written last does not
         leave a starting worker without the model while a valid one is still on the topic."""
-        ensure_control_topic(self.settings)
+        s = self.settings
+        ensure_control_topic(s.kafka_common(), f"{s.kafka_client_id}-admin", s.models_topic)
         consumer = self._consumer = self._open()
         found: dict[str, list[tuple[float, int, ModelUpdate]]] = {}
         deadline = time.monotonic() + self.settings.rollout_catchup_s
@@ -395,16 +326,7 @@ class Rollout:
     def published_record(self, name: str) -> ModelUpdate | None:
         """The trainer's record of the last update it published for ``name``
         (``MODELS_DIR/<name>/published.json``), if it is there and names this control topic."""
-        path = Path(self.settings.models_dir) / name / PUBLISHED_RECORD
-        try:
-            if path.stat().st_size > 64 * 1024:
-                return None
-            doc = json.loads(path.read_bytes())
-            if doc.pop("topic", self.settings.models_topic) != self.settings.models_topic:
-                return None
-            return ModelUpdate.model_validate(doc)
-        except (OSError, ValueError, ValidationError):
-            return None
+        return self.repository.read_published(name, self.settings.models_topic)
 
     def install_newest(self, found: dict[str, list[tuple[float, int, ModelUpdate]]]) -> None:
         """Per model, install the newest acceptable update among those read from the topic and the

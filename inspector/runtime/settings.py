@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from inspector.contracts.kafka import KafkaConnectionSettings, check_group_timing
+from inspector.engine.options import EngineOptions
 
 
 def _default_onnx_cache_dir() -> Path:
@@ -24,7 +27,7 @@ def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class Settings(BaseSettings):
+class Settings(KafkaConnectionSettings):
     """Configuration of `inspector serve` (and of the tools that talk to the same broker)."""
 
     model_config = SettingsConfigDict(
@@ -34,21 +37,7 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    # --- Kafka -------------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Comma-separated Kafka bootstrap servers (host:port)."
-    )
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="Kafka security protocol."
-    )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, description="SASL mechanism when the protocol is SASL_*."
-    )
-    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
-    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) to verify the brokers.")
-    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mTLS.")
-    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (PEM) for mTLS.")
+    # --- Kafka (connection and security: KafkaConnectionSettings) -------------------------------
     kafka_client_id: str = Field("inspector", description="Kafka client id prefix.")
     kafka_session_timeout_ms: int = Field(
         10_000,
@@ -240,23 +229,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        from inspector.contracts.kafka import check_group_and_security
-
-        check_group_and_security(self.kafka_heartbeat_interval_ms, self.kafka_session_timeout_ms,
-                                 self.kafka_security_protocol, self.kafka_sasl_mechanism)
+        check_group_timing(self.kafka_heartbeat_interval_ms, self.kafka_session_timeout_ms)
         if self.redis_url == "":
             self.redis_url = None
         return self
 
-    # -- helpers that turn settings into client keyword arguments -------------------------------
-    def kafka_common(self) -> dict[str, Any]:
-        """Connection/security kwargs shared by kafka-python producers, consumers and admins."""
-        from inspector.contracts.kafka import connection_kwargs
-
-        return connection_kwargs(self.kafka_bootstrap_servers, self.kafka_security_protocol, self.kafka_sasl_mechanism,
-                                 self.kafka_sasl_username, self.kafka_sasl_password, self.kafka_ssl_cafile,
-                                 self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
-
+    # -- helpers that turn settings into client keyword arguments (kafka_common: the base) ------
     def consumer_group_kwargs(self) -> dict[str, Any]:
         """Group-membership timing kwargs for kafka-python consumers."""
         return {
@@ -296,6 +274,14 @@ class Settings(BaseSettings):
         if url and self.redis_ssl and url.startswith("redis://"):
             url = "rediss://" + url[len("redis://"):]
         return url
+
+    def engine_options(self) -> EngineOptions:
+        """How loaded models run and what their inspections carry: the one place Settings
+        become ``EngineOptions`` (regions below one pixel are not regions)."""
+        return EngineOptions(backend=self.engine_backend, precision=self.engine_precision,
+                             channels_last=self.engine_channels_last, compile=self.engine_compile,
+                             onnx_cache_dir=self.onnx_cache_dir, max_tiles=self.max_tiles_per_call,
+                             mask_size=self.mask_size, min_region_area=max(1, self.region_min_area))
 
     def safe_dump(self) -> dict[str, Any]:
         """Settings as a JSON-able dict for logs; secrets stay masked."""

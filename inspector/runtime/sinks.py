@@ -33,6 +33,7 @@ import redis
 import structlog
 from kafka import KafkaProducer
 
+from inspector.runtime.kafka_internals import producer_failed_fatally, producer_last_error
 from inspector.runtime.observability import Metrics
 from inspector.runtime.settings import Settings
 from inspector.contracts.wire import HEATMAP_KEY_PREFIX, DeadLetter, Verdict, camera_latest_key
@@ -75,21 +76,13 @@ class RenewingProducer:
         self.renewals = 0
         self._log = structlog.get_logger("inspector.runtime.sinks").bind(component="producer")
 
-    @staticmethod
-    def _fatal(producer: KafkaProducer) -> bool:
-        tm = getattr(producer, "_transaction_manager", None)  # kafka-python internals, checked softly
-        try:
-            return bool(tm is not None and tm.has_fatal_error())
-        except Exception:  # noqa: BLE001
-            return False
-
     def _current(self) -> KafkaProducer:
         with self._lock:
             now = time.monotonic()
             stuck = self._failing_since is not None and now - self._failing_since > self._stuck_after_s
-            if (stuck or self._fatal(self._producer)) and now - self._born >= self._min_interval_s:
+            if (stuck or producer_failed_fatally(self._producer)) and now - self._born >= self._min_interval_s:
                 old = self._producer
-                why = "stuck" if stuck else f"fatal: {getattr(getattr(old, '_transaction_manager', None), 'last_error', '')}"
+                why = "stuck" if stuck else f"fatal: {producer_last_error(old)}"
                 self._producer = self._factory()
                 self._born, self._failing_since = now, None
                 self.renewals += 1

@@ -22,66 +22,37 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import structlog
 from kafka import KafkaConsumer, TopicPartition
 from kafka import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
+from inspector.contracts.decode import DecodeError, DecodeLimits, ImageInfo, decode_image
+from inspector.contracts.reasons import RejectReason
+from inspector.contracts.wire import FrameHeaders, Verdict, heatmap_key
+from inspector.pipeline.admission import admission
 from inspector.pipeline.batching import MicroBatcher
 from inspector.pipeline.budget import ByteBudget
-from inspector.contracts.decode import DecodeError, DecodeLimits, ImageInfo, decode_image
-from inspector.runtime.observability import Metrics
+from inspector.pipeline.frame import Frame
 from inspector.pipeline.offsets import OffsetTracker, Ticket
+from inspector.pipeline.rejection import MAX_DETAIL, Rejection
+from inspector.pipeline.verdicts import dead_letter, inspected_verdict, rejected_verdict, split_stale
+from inspector.runtime.kafka_internals import loop_sleep, rebalance_commit
+from inspector.runtime.observability import Metrics
 from inspector.runtime.rollout import ModelRegistry
 from inspector.runtime.settings import Settings
 from inspector.runtime.sinks import DeadLetterSink, HeatmapCache, HeatmapItem, VerdictSink
-from inspector.contracts.wire import DeadLetter, FrameHeaders, Mask, Region, Source, Timings, Verdict, heatmap_key
+
+if TYPE_CHECKING:
+    from inspector.engine.engine import Engine, Inspection
 
 
 def _now_ms() -> float:
     return time.time() * 1000.0
-
-
-@dataclass
-class Frame:
-    """One polled record on its way through the pipeline."""
-
-    ticket: Ticket[TopicPartition]
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    raw_headers: Any
-    headers: FrameHeaders
-    model: str | None
-    received_ms: float
-    received_mono: float
-    size: int
-    image: np.ndarray | None = None
-    reserved: int = 0  # bytes of the decoded-image budget this frame holds
-    reject: tuple[str, str] | None = None  # (reason, detail)
-    finished: bool = field(default=False, repr=False)
-
-
-def admission(size: int, max_frame_bytes: int, headers: FrameHeaders, model: str | None,
-              served: Callable[[str], bool]) -> tuple[str, str] | None:
-    """The checks a record passes before it is decoded: ``(reason, detail)`` to reject it, or None."""
-    if size == 0:
-        return ("empty", "the record has no value")
-    if size > max_frame_bytes:
-        return ("too_large_bytes", f"{size} bytes > limit {max_frame_bytes}")
-    if headers.model_header_bad:
-        return ("bad_header", "; ".join(headers.problems)[:500])
-    if model is None or not served(model):
-        return ("unknown_model", f"no model {model!r} is served here")
-    return None
 
 
 class _Listener(AsyncConsumerRebalanceListener):
@@ -291,7 +262,7 @@ class Worker:
                 key=record.key if isinstance(record.key, bytes) else None,
                 value=record.value if isinstance(record.value, bytes) else None, raw_headers=None,
                 headers=headers, model=None, received_ms=_now_ms(), received_mono=time.monotonic(), size=size,
-                reject=("internal_error", f"{type(exc).__name__}: {exc}"[:500]),
+                reject=Rejection.of_error(RejectReason.INTERNAL_ERROR, exc),
             )
             self._publish_rejected(frame)
 
@@ -331,9 +302,9 @@ class Worker:
         try:
             frame.image = decode_image(frame.value or b"", self.limits, frame.headers.content_type, reserve)
         except DecodeError as exc:
-            frame.reject = (exc.reason, str(exc)[:500])
+            frame.reject = Rejection(exc.reason, str(exc)[:MAX_DETAIL])
         except Exception as exc:  # noqa: BLE001 - a decoder bug must not crash the worker
-            frame.reject = ("undecodable", f"{type(exc).__name__}: {exc}"[:500])
+            frame.reject = Rejection.of_error(RejectReason.UNDECODABLE, exc)
         finally:
             self.metrics.decode.observe(time.perf_counter() - t0)
         if frame.reject is None and frame.image is not None:
@@ -382,7 +353,7 @@ class Worker:
             if self.batcher.closed:
                 self._finish(frame)  # shutting down: uncommitted, read again later
             else:  # cannot happen while back-pressure bounds in-flight frames
-                frame.reject = ("overloaded", "the batcher stayed full")
+                frame.reject = Rejection(RejectReason.OVERLOADED, "the batcher stayed full")
                 self._publish_rejected(frame)
 
     def _backpressure(self) -> None:
@@ -443,8 +414,7 @@ class Worker:
         if not revoked:
             return
         t0 = time.monotonic()
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        io_sleep = getattr(getattr(coordinator, "_net", None), "sleep", None)
+        io_sleep = loop_sleep(self._consumer)
         if commit:
             deadline = t0 + self.s.drain_timeout_s
             self.batcher.flush_now(True)
@@ -455,7 +425,7 @@ class Worker:
                 else:
                     time.sleep(0.01)
             self.batcher.flush_now(False)
-            await self._commit_in_rebalance(coordinator, self.tracker.committable(revoked))
+            await self._commit_in_rebalance(self.tracker.committable(revoked))
         left = self.tracker.pending(revoked)
         self.tracker.revoke(revoked)
         for frame in self.batcher.drop(lambda f: f.ticket.partition not in revoked):
@@ -472,15 +442,15 @@ class Worker:
             drain_s=round(time.monotonic() - t0, 3),
         )
 
-    async def _commit_in_rebalance(self, coordinator: Any, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit_in_rebalance(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit from inside a rebalance callback, while this member still owns the partitions.
 
         A blocking ``consumer.commit`` cannot run on the I/O loop; the coordinator's awaitable
-        commit (what kafka-python itself uses for its pre-rebalance auto-commit) can."""
+        commit can (``inspector.runtime.kafka_internals``)."""
         if not offsets:
             return
         request = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-        commit_async = getattr(coordinator, "_commit_offsets_sync_async", None)
+        commit_async = rebalance_commit(self._consumer)
         try:
             if commit_async is not None:
                 await commit_async(request, timeout_ms=5_000)
@@ -510,74 +480,63 @@ class Worker:
                 self.log.error("batch_failed", error=type(exc).__name__, detail=str(exc)[:500])
                 for f in batch.items:
                     if not f.finished:
-                        f.reject = ("internal_error", f"{type(exc).__name__}: {exc}"[:500])
+                        f.reject = Rejection.of_error(RejectReason.INTERNAL_ERROR, exc)
                         self._publish_rejected(f)
 
     def batcher_closed_and_empty(self) -> bool:
         return self.batcher.closed and len(self.batcher) == 0
 
     def _run_batch(self, model: str, items: list[Frame], waited_s: float) -> None:
-        frames = []
-        for f in items:
-            if self.tracker.is_current(f.ticket):
-                frames.append(f)
-            else:
-                self._finish(f)  # partition revoked: the new owner reads it again
+        """One batch of one model: let stale frames go, look the engine up once, infer, publish."""
+        frames, stale = split_stale(items, self.tracker.is_current)
+        for f in stale:
+            self._finish(f)  # partition revoked: the new owner reads it again
         if not frames:
             return
         engine = self.registry.get(model)  # one engine reference for the whole batch
         if engine is None:
-            for f in frames:
-                f.reject = ("unknown_model", f"model {model!r} is no longer served")
-                self._publish_rejected(f)
+            self._reject_all(frames, Rejection(RejectReason.UNKNOWN_MODEL, f"model {model!r} is no longer served"))
             return
         self.metrics.batch_size.labels(model).observe(len(frames))
         self.metrics.batch_wait.observe(waited_s)
+        inspections = self._infer(model, engine, frames)
+        if inspections is not None:
+            self._publish_inspected(engine, frames, inspections)
+
+    def _infer(self, model: str, engine: Engine, frames: list[Frame]) -> list[Inspection] | None:
+        """The batch's inspections, or None when the engine failed (the frames are then rejected)."""
         t0 = time.perf_counter()
         try:
             inspections = engine.infer([f.image for f in frames])
         except Exception as exc:  # noqa: BLE001 - e.g. device OOM: reject this batch, keep serving
-            self.log.error("inference_failed", model=model, batch=len(frames), error=type(exc).__name__, detail=str(exc)[:300])
-            for f in frames:
-                f.reject = ("inference_error", f"{type(exc).__name__}: {exc}"[:500])
-                self._publish_rejected(f)
-            return
+            self.log.error("inference_failed", model=model, batch=len(frames), error=type(exc).__name__,
+                           detail=str(exc)[:300])
+            self._reject_all(frames, Rejection.of_error(RejectReason.INFERENCE_ERROR, exc))
+            return None
         self.metrics.inference.labels(model).observe(time.perf_counter() - t0)
+        return inspections
+
+    def _publish_inspected(self, engine: Engine, frames: list[Frame], inspections: Sequence[Inspection]) -> None:
+        """Send each frame's verdict (its image let go first) and queue the heatmaps for Redis."""
         inferred_ms = _now_ms()
         heat: list[HeatmapItem] = []
         for f, insp in zip(frames, inspections, strict=True):
             self._drop_image(f)
             key = heatmap_key(f.headers.frame_id) if self.heatmaps is not None else None
-            verdict = Verdict(
-                frame_id=f.headers.frame_id,
-                camera_id=f.headers.camera_id,
-                line_id=f.headers.line_id,
-                model=engine.name,
-                model_version=engine.version,
-                verdict="defect" if insp.defect else "ok",
-                score=float(insp.score),
-                threshold=float(engine.threshold),
-                regions=[
-                    Region(x0=r.x0, y0=r.y0, x1=r.x1, y1=r.y1, area=r.area, peak=float(r.peak))
-                    for r in insp.regions
-                    if r.area >= self.s.region_min_area
-                ],
-                mask=Mask.encode(insp.mask),  # sized by the engine (rollout passes mask_size)
-                heatmap_key=key,
-                source=Source(topic=f.topic, partition=f.partition, offset=f.offset),
-                worker_id=self.s.worker_id,
-                timings=Timings(
-                    captured_at=f.headers.captured_at,
-                    received_at=f.received_ms,
-                    inferred_at=inferred_ms,
-                    published_at=_now_ms(),
-                ),
+            verdict = inspected_verdict(
+                f, insp, engine, worker_id=self.s.worker_id, region_min_area=self.s.region_min_area,
+                heatmap_key=key, inferred_at=inferred_ms, published_at=_now_ms(),
             )
             self._send_verdict(f, verdict, lambda f=f, k=verdict.verdict: self._done(f, k))
             if key is not None:
                 heat.append(HeatmapItem(f.headers.frame_id, f.headers.camera_id, insp.heatmap, float(engine.region_threshold)))
         if self.heatmaps is not None:
             self.heatmaps.submit(heat)
+
+    def _reject_all(self, frames: list[Frame], rejection: Rejection) -> None:
+        for f in frames:
+            f.reject = rejection
+            self._publish_rejected(f)
 
     # ------------------------------------------------------------------------------------------
     # publishing and acknowledgements (any thread)
@@ -604,27 +563,13 @@ class Worker:
             self._send_verdict(frame, verdict, on_ok)
 
     def _publish_rejected(self, frame: Frame) -> None:
-        reason, detail = frame.reject or ("internal_error", "")
-        self.metrics.rejects.labels(reason).inc()
+        rejection = frame.reject or Rejection(RejectReason.INTERNAL_ERROR, "")
+        self.metrics.rejects.labels(rejection.reason.value).inc()
         engine = self.registry.get(frame.model) if frame.model else None
         now = _now_ms()
-        verdict = Verdict(
-            frame_id=frame.headers.frame_id,
-            camera_id=frame.headers.camera_id,
-            line_id=frame.headers.line_id,
-            model=frame.model,
-            model_version=None if engine is None else engine.version,
-            verdict="rejected",
-            reason=reason,
-            detail=detail,
-            source=Source(topic=frame.topic, partition=frame.partition, offset=frame.offset),
-            worker_id=self.s.worker_id,
-            timings=Timings(captured_at=frame.headers.captured_at, received_at=frame.received_ms, published_at=now),
-        )
-        letter = DeadLetter(
-            reason=reason, detail=detail, frame_id=frame.headers.frame_id, source_topic=frame.topic,
-            source_partition=frame.partition, source_offset=frame.offset, worker_id=self.s.worker_id, failed_at=now,
-        )
+        verdict = rejected_verdict(frame, rejection, None if engine is None else engine.version,
+                                   worker_id=self.s.worker_id, published_at=now)
+        letter = dead_letter(frame, rejection, worker_id=self.s.worker_id, failed_at=now)
         countdown = _Countdown(2, lambda: self._done(frame, "rejected"))
 
         def dlq_ok() -> None:
@@ -637,7 +582,7 @@ class Worker:
             self.log.error("dead_letter_failed", frame_id=frame.headers.frame_id, error=type(exc).__name__)
             countdown.tick()
 
-        self.log.info("frame_rejected", frame_id=frame.headers.frame_id, reason=reason,
+        self.log.info("frame_rejected", frame_id=frame.headers.frame_id, reason=rejection.reason.value,
                       partition=frame.partition, offset=frame.offset)
         self.dead_letters.publish(frame.key, frame.value, frame.raw_headers, letter, dlq_ok, dlq_err)
         frame.value = None

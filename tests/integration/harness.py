@@ -8,13 +8,8 @@ The fixtures built on it (``names``, ``worker_env``, ``workers``, ``producer``, 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +17,18 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from devtools.localstack import free_port
-from inspector.contracts.wire import Verdict
+from devtools.workers import ServeProcess, WorkerNotReady
+from inspector.contracts.wire import (
+    CAMERA_ID_HEADER,
+    CAPTURED_AT_HEADER,
+    CONTENT_TYPE_HEADER,
+    FRAME_ID_HEADER,
+    LINE_ID_HEADER,
+    MODEL_HEADER,
+    Verdict,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 2
-SERVE_CMD = [sys.executable, "-m", "inspector.cli", "serve"]
 
 
 def jpeg(index: int, size: int = 64, defect: str | None = None, width: int | None = None, seed: int = 0) -> bytes:
@@ -66,18 +67,13 @@ def create_topics(bootstrap: str, names: Names) -> None:
         admin.close()
 
 
-class Worker:
-    """`python -m inspector.cli serve` with its settings in the environment."""
+class Worker(ServeProcess):
+    """`inspector serve` of one test: the test's settings over short group sessions, one CPU
+    thread, small batches; log ``TMP/NAME.log``."""
 
     def __init__(self, tmp: Path, env: dict[str, str], name: str) -> None:
-        self.port = free_port()
-        self.name = name
-        self.log_path = tmp / f"{name}.log"
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        super().__init__(tmp / f"{name}.log", {
             "OMP_NUM_THREADS": "1",
-            "INSPECTOR_HTTP_PORT": str(self.port),
             "INSPECTOR_WORKER_ID": name,
             "INSPECTOR_DEVICE": "cpu",
             "INSPECTOR_KAFKA_SESSION_TIMEOUT_MS": "6000",
@@ -87,34 +83,13 @@ class Worker:
             "INSPECTOR_MAX_DELAY_MS": "20",
             "INSPECTOR_MAX_BATCH": "8",
             **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
+        }, name=name)
 
-    def start(self) -> Worker:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
-        self.proc = subprocess.Popen(  # noqa: S603
-            SERVE_CMD,
-            cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def get(self, path: str) -> tuple[int, str]:
+    def wait_ready(self, timeout: float = 60, every: float = 0.2) -> float:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:  # noqa: S310
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, ""
-        except OSError:
-            return 0, ""
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, f"worker exited:\n{self.logs()[-3000:]}"
-            if self.get("/readyz")[0] == 200:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.logs()[-3000:]}")
+            return super().wait_ready(timeout, every)
+        except WorkerNotReady as exc:
+            raise AssertionError(str(exc)) from None
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples whose labels include ``labels``."""
@@ -140,39 +115,24 @@ class Worker:
             time.sleep(0.1)
         return value
 
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._log.close()
-
-    def stop(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.logs()[-3000:]}") from None
-        self._log.close()
-        return self.proc.returncode
+    def stop(self, grace: float = 30) -> int | None:
+        """SIGTERM; a worker still running after ``grace`` seconds is killed and fails the test."""
+        code = super().stop(grace)
+        if self.killed_after_grace:
+            raise AssertionError(f"worker ignored SIGTERM for {grace}s:\n{self.log_tail()}")
+        return code
 
 
 def send_frame(producer, topic: str, value: bytes, *, camera: str, frame_id: str | None = None,
                model: str | None = None, line: str | None = "line-1", extra: list | None = None) -> None:
-    headers = [("camera-id", camera.encode()), ("captured-at", str(int(time.time() * 1000)).encode()),
-               ("content-type", b"image/jpeg")]
+    headers = [(CAMERA_ID_HEADER, camera.encode()), (CAPTURED_AT_HEADER, str(int(time.time() * 1000)).encode()),
+               (CONTENT_TYPE_HEADER, b"image/jpeg")]
     if frame_id is not None:
-        headers.append(("frame-id", frame_id.encode()))
+        headers.append((FRAME_ID_HEADER, frame_id.encode()))
     if line is not None:
-        headers.append(("line-id", line.encode()))
+        headers.append((LINE_ID_HEADER, line.encode()))
     if model is not None:
-        headers.append(("model", model.encode()))
+        headers.append((MODEL_HEADER, model.encode()))
     headers += extra or []
     producer.send(topic, key=camera.encode(), value=value, headers=headers).get(timeout=10)
 

@@ -14,6 +14,14 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from devtools import camera, tail
+from inspector.contracts.wire import (
+    CAMERA_ID_HEADER,
+    CAPTURED_AT_HEADER,
+    CONTENT_TYPE_HEADER,
+    FRAME_ID_HEADER,
+    LINE_ID_HEADER,
+    MODEL_HEADER,
+)
 
 
 @pytest.fixture
@@ -96,10 +104,10 @@ def test_publish_frames_keys_headers_values(kafka_bootstrap, unique_topic, image
         h = dict(rec.headers)
         assert rec.key == b"cam-7"
         assert rec.value == path.read_bytes()
-        assert h["frame-id"] == f"cam-7-{i}".encode()
-        assert h["camera-id"] == b"cam-7" and h["line-id"] == b"line-2" and h["model"] == b"rd-parts"
-        assert h["content-type"] == camera.content_type_for(path).encode()
-        assert before <= int(h["captured-at"]) <= after
+        assert h[FRAME_ID_HEADER] == f"cam-7-{i}".encode()
+        assert h[CAMERA_ID_HEADER] == b"cam-7" and h[LINE_ID_HEADER] == b"line-2" and h[MODEL_HEADER] == b"rd-parts"
+        assert h[CONTENT_TYPE_HEADER] == camera.content_type_for(path).encode()
+        assert before <= int(h[CAPTURED_AT_HEADER]) <= after
         assert cv2.imdecode(np.frombuffer(rec.value, np.uint8), cv2.IMREAD_UNCHANGED) is not None
 
 
@@ -117,8 +125,8 @@ def test_publish_uuid_ids_no_model_header_and_rate(kafka_bootstrap, unique_topic
     assert elapsed >= 4 / 25 * 0.9  # 5 frames at 25/s: 4 intervals
     assert len(set(ids)) == 5 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     records = _consume(kafka_bootstrap, topic, 5)
-    assert [dict(r.headers)["frame-id"].decode() for r in records] == ids
-    assert all("model" not in dict(r.headers) for r in records)
+    assert [dict(r.headers)[FRAME_ID_HEADER].decode() for r in records] == ids
+    assert all(MODEL_HEADER not in dict(r.headers) for r in records)
 
 
 def test_publish_cli_prints_json_summary(kafka_bootstrap, unique_topic, image_dir, capsys):

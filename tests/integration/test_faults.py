@@ -24,7 +24,8 @@ import pytest
 from kafka import KafkaProducer
 
 from devtools.localstack import LocalBroker
-from inspector.runtime.rollout import publish_update, update_for_checkpoint
+from inspector.contracts.control import publish_update
+from inspector.model.repository import update_for_checkpoint
 from inspector.contracts.wire import Verdict
 from tests.integration.harness import (
     Names,

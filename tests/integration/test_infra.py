@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from devtools.localstack import LOCAL_FRAMES_RETENTION_MS, LocalBroker, ensure_topics, free_port
+from inspector.contracts.wire import FRAME_ID_HEADER
 from tests.integration.harness import kcat
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ def test_produce_consume_keys_headers_idempotent_acks_all(kafka_bootstrap, uniqu
         for i in range(30):
             key = f"cam-{i % 4}".encode()
             value = os.urandom(1000 + i * 100)  # binary, varied sizes
-            headers = [("frame-id", f"f{i}".encode()), ("seq", str(i).encode()), ("empty", b"")]
+            headers = [(FRAME_ID_HEADER, f"f{i}".encode()), ("seq", str(i).encode()), ("empty", b"")]
             md = producer.send(topic, key=key, value=value, headers=headers).get(timeout=10)
             assert md.topic == topic and md.offset >= 0
             sent.append((key, value, headers, md.partition))
@@ -77,10 +78,10 @@ def test_produce_consume_keys_headers_idempotent_acks_all(kafka_bootstrap, uniqu
 
     got = _read_all(kafka_bootstrap, topic, len(sent))
     assert len(got) == len(sent)
-    by_frame = {dict(r.headers)["frame-id"]: r for r in got}
+    by_frame = {dict(r.headers)[FRAME_ID_HEADER]: r for r in got}
     per_key_partition = defaultdict(set)
     for key, value, headers, partition in sent:
-        rec = by_frame[dict(headers)["frame-id"]]
+        rec = by_frame[dict(headers)[FRAME_ID_HEADER]]
         assert rec.key == key and rec.value == value
         assert rec.headers == headers
         assert rec.partition == partition
@@ -223,14 +224,14 @@ def test_kcat_round_trip(kafka_bootstrap, unique_topic):
     producer = _producer(kafka_bootstrap)
     for i in range(3):
         producer.send(topic_out, key=f"k{i}".encode(), value=f"v{i}".encode(),
-                      headers=[("frame-id", f"f{i}".encode())])
+                      headers=[(FRAME_ID_HEADER, f"f{i}".encode())])
     producer.flush(timeout=10)
     producer.close(timeout=5)
     consumed = kcat("-b", kafka_bootstrap, "-C", "-t", topic_out, "-o", "beginning", "-e", "-q",
                      "-f", "%k\t%s\t%h\n")
     assert consumed.returncode == 0, consumed.stderr
     lines = consumed.stdout.decode().splitlines()
-    assert lines == [f"k{i}\tv{i}\tframe-id=f{i}" for i in range(3)]
+    assert lines == [f"k{i}\tv{i}\t{FRAME_ID_HEADER}=f{i}" for i in range(3)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,8 +25,10 @@ kafka = pytest.importorskip("kafka")
 from kafka import KafkaProducer  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
-from inspector.model.checkpoint import read_manifest, read_weights  # noqa: E402
+from inspector.contracts.reasons import GateReason  # noqa: E402
 from inspector.contracts.wire import ModelUpdate, Verdict  # noqa: E402
+from inspector.model.checkpoint import read_manifest, read_weights  # noqa: E402
+from inspector.model.repository import LOCK, SCRATCH_PREFIX, ModelRepository  # noqa: E402
 from tests.integration.harness import Reader, Worker, send_frame  # noqa: E402
 from trainer.store import ModelStore  # noqa: E402
 from trainer.synthetic import make_frame  # noqa: E402
@@ -103,11 +105,15 @@ class Setup:
         return s.model_copy(update=overrides)
 
     @property
+    def repo(self) -> ModelRepository:
+        return ModelRepository(self.ckpts)
+
+    @property
     def model_dir(self) -> Path:
-        return self.ckpts / MODEL
+        return self.repo.model_dir(MODEL)
 
     def live_version(self) -> str:
-        return (self.model_dir / "live").resolve().name
+        return self.repo.live(MODEL).name
 
     def fill_store(self, frames: list[bytes]) -> None:
         with ModelStore(self.store, MODEL) as store:
@@ -151,7 +157,8 @@ def last_json(out: str, err: str = "") -> dict:
 
 
 def assert_only_complete_checkpoints(model_dir: Path) -> list[str]:
-    """Every visible version folder is a whole, verifiable checkpoint; live points to one of them."""
+    """Every visible version folder is a whole, verifiable checkpoint; live points to one of them.
+    (Walks the folder itself: the repository's own listing skips what is not a checkpoint.)"""
     versions = []
     for p in sorted(model_dir.iterdir()):
         if p.name.startswith(".") or not p.is_dir() or p.is_symlink():
@@ -160,8 +167,9 @@ def assert_only_complete_checkpoints(model_dir: Path) -> list[str]:
         read_weights(p, m)  # weights hash checked
         assert m.version == p.name
         versions.append(p.name)
-    live = (model_dir / "live").resolve()
-    assert live.name in versions
+    live = ModelRepository(model_dir.parent).live(model_dir.name)
+    assert live is not None and live.name in versions
+    assert [p.name for p in ModelRepository(model_dir.parent).versions(model_dir.name)] == versions
     return versions
 
 
@@ -210,7 +218,7 @@ def test_collect_then_refresh_rolls_out_to_a_running_worker(setup, redis_url):
     v1 = s.live_version()
     worker = Worker(s.tmp, {
         "INSPECTOR_KAFKA_BOOTSTRAP_SERVERS": s.bootstrap, "INSPECTOR_REDIS_URL": redis_url,
-        "INSPECTOR_CHECKPOINT": str(s.model_dir / "live"), "INSPECTOR_FRAMES_TOPIC": s.frames,
+        "INSPECTOR_CHECKPOINT": str(s.repo.live_link(MODEL)), "INSPECTOR_FRAMES_TOPIC": s.frames,
         "INSPECTOR_VERDICTS_TOPIC": s.verdicts, "INSPECTOR_DLQ_TOPIC": s.dlq, "INSPECTOR_MODELS_TOPIC": s.models,
         "INSPECTOR_GROUP_ID": f"workers-{uuid.uuid4().hex[:6]}", "INSPECTOR_MODELS_DIR": str(s.ckpts),
         "INSPECTOR_MODEL_TRUSTED_KEYS": s.keys["public_key"],
@@ -316,12 +324,15 @@ def test_candidate_trained_on_corrupted_data_is_refused(setup):
     s.fill_store([make_frame(("scratch", "spot")[i % 2], size=128, seed=0, index=7000 + i) for i in range(30)])
     code, summary = refresh(s.settings(), MODEL)
     assert code == EXIT_NOT_PROMOTED and summary["outcome"] == "not_promoted", summary
-    assert any("defect recall on the labelled set" in r for r in summary["reasons"]), summary["reasons"]
+    codes = {GateReason(g["code"]) for g in summary["gate"]}  # every code is a known one
+    assert codes & {GateReason.LABELLED_RECALL_DROP, GateReason.LABELLED_THRESHOLD_LOOSENED}, summary["gate"]
+    assert [g["message"] for g in summary["gate"]] == summary["reasons"]  # the sentences, for people
     assert s.live_version() == v1
     assert assert_only_complete_checkpoints(s.model_dir) == [v1]  # the candidate was not kept
     assert [u.version for u in s.control_updates()] == [v1]
-    history = [json.loads(x) for x in (s.model_dir / "history.jsonl").read_text().splitlines()]
+    history = s.repo.history(MODEL)
     assert history[-1]["outcome"] == "not_promoted" and history[-1]["reasons"] == summary["reasons"]
+    assert history[-1]["gate"] == summary["gate"]
 
 
 def test_too_few_images_is_refused_with_a_clear_message(setup):
@@ -331,7 +342,8 @@ def test_too_few_images_is_refused_with_a_clear_message(setup):
     rc, summary, err = s.run("refresh", "--model", MODEL, "--min-images", "20", timeout=60)
     assert rc == 10, (summary, err[-2000:])
     assert summary["outcome"] == "not_promoted" and summary["exit_code"] == 10
-    assert "too few images" in summary["reasons"][0] and "5 < min_images 20" in summary["reasons"][0]
+    assert [g["code"] for g in summary["gate"]] == [GateReason.TOO_FEW_IMAGES] and summary["images"] == {"store": 5}
+    assert summary["reasons"] == [summary["gate"][0]["message"]] and "5 < min_images 20" in summary["reasons"][0]
     assert s.live_version() == v1 and assert_only_complete_checkpoints(s.model_dir) == [v1]
 
 
@@ -361,10 +373,11 @@ def _kill_when(proc: subprocess.Popen, needle: str, timeout: float) -> bool:
 KILL_DURING_PROMOTION = """
 import os, signal, sys
 import safetensors.torch as st
+from inspector.model.repository import SCRATCH_PREFIX
 _save = st.save_file
 def save_file(tensors, filename, *a, **k):
     _save(tensors, filename, *a, **k)
-    if ".work-" not in str(filename):  # not the candidate or the fit's resume state: the promoted copy
+    if SCRATCH_PREFIX not in str(filename):  # not the candidate or the fit's resume state: the promoted copy
         os.kill(os.getpid(), signal.SIGKILL)
 st.save_file = save_file
 from trainer.commands import main
@@ -380,7 +393,7 @@ def test_refresh_killed_mid_write_leaves_no_half_checkpoint(setup):
     p = s.trainer("refresh", "--model", MODEL, "--epochs", "50")
     assert _kill_when(p, '"event": "epoch"', 90), "refresh never reached an epoch"
     assert p.returncode == -signal.SIGKILL
-    assert any(x.name.startswith(".work-") for x in s.model_dir.iterdir())  # its scratch is left behind...
+    assert any(x.name.startswith(SCRATCH_PREFIX) for x in s.model_dir.iterdir())  # its scratch is left behind...
     assert s.live_version() == v1 and assert_only_complete_checkpoints(s.model_dir) == [v1]
     # 2) killed while writing the promoted checkpoint: a half-written temp folder, never a visible version
     p = subprocess.Popen(  # noqa: S603
@@ -415,7 +428,7 @@ def test_two_concurrent_refreshes_promote_at_most_once(setup):
     codes = sorted(r[0] for r in results)
     assert codes == [0, 11], [(c, j, e[-1500:]) for c, j, e in results]
     busy = next(j for c, j, _ in results if c == 11)
-    assert busy["outcome"] == "busy" and "refresh.lock" in busy["reasons"][0]
+    assert busy["outcome"] == "busy" and LOCK in busy["reasons"][0]
     versions = assert_only_complete_checkpoints(s.model_dir)
     assert len(versions) == 2 and v1 in versions
     assert [u.version for u in s.control_updates()][0] == v1 and len(s.control_updates()) == 2

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaProducer
 
-from inspector.runtime.rollout import publish_update
+from inspector.contracts.control import publish_update
 from inspector.model.signing import public_key_entry
 from tests.integration.harness import (
     Stream,

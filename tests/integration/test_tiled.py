@@ -13,7 +13,8 @@ from kafka import KafkaProducer
 
 from inspector.pipeline.budget import rss_bytes
 from inspector.runtime.settings import working_memory_bound
-from inspector.runtime.rollout import publish_update, update_for_checkpoint
+from inspector.contracts.control import publish_update
+from inspector.model.repository import update_for_checkpoint
 from inspector.runtime.settings import Settings
 from inspector.model.tiling import fit_to_aspect
 from tests.integration.harness import have_frames, jpeg, manifest_name, send_frame, verdicts_of

@@ -23,7 +23,8 @@ redis = pytest.importorskip("redis")
 
 from kafka import KafkaProducer  # noqa: E402
 
-from inspector.runtime.rollout import publish_update, update_for_checkpoint  # noqa: E402
+from inspector.contracts.control import publish_update  # noqa: E402
+from inspector.model.repository import update_for_checkpoint  # noqa: E402
 from inspector.contracts.wire import DeadLetter, Verdict  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
     committed_offsets,

@@ -172,3 +172,17 @@ def test_encode_png_bool_and_bad_dtype() -> None:
     np.testing.assert_array_equal(decode_image(encode_png(mask)), mask.astype(np.uint8) * 255)
     with pytest.raises(ValueError):
         encode_png(np.zeros((4, 4), np.float32))
+
+
+def test_decode_reasons_are_the_contracts_reject_reasons() -> None:
+    from inspector.contracts.decode import REASONS
+    from inspector.contracts.reasons import DECODE_REASONS, RejectReason
+
+    assert REASONS == DECODE_REASONS and all(isinstance(r, RejectReason) for r in REASONS)
+    with pytest.raises(DecodeError) as ei:
+        decode_image(b"")
+    assert ei.value.reason is RejectReason.EMPTY
+    assert DecodeError("undecodable", "from a string").reason is RejectReason.UNDECODABLE
+    for not_a_decode_reason in ("unknown_model", "because"):
+        with pytest.raises(ValueError, match="unknown DecodeError reason"):
+            DecodeError(not_a_decode_reason, "x")

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from inspector.engine.engine import load_engine
+from inspector.engine.engine import EngineOptions, load_engine
+from inspector.engine.protocol import Engine
+from inspector.runtime.settings import Settings
 from trainer.synthetic import make_image
 
 
@@ -60,3 +62,15 @@ def test_batch_equals_one_by_one(engine):
     single = [engine.infer([im])[0].score for im in imgs]
     np.testing.assert_allclose(batched, single, rtol=1e-4)
     assert engine.infer([]) == []
+
+
+def test_the_serving_path_sees_an_engine(engine):
+    assert isinstance(engine, Engine)  # every member the worker, rollout and `inspector score` use
+
+
+def test_settings_become_engine_options_in_one_place(tmp_path):
+    s = Settings(engine_backend="torch", engine_precision="fp32", engine_channels_last=False, engine_compile=True,
+                 onnx_cache_dir=tmp_path, max_tiles_per_call=7, mask_size=16, region_min_area=0)
+    assert s.engine_options() == EngineOptions(backend="torch", precision="fp32", channels_last=False, compile=True,
+                                               onnx_cache_dir=tmp_path, max_tiles=7, mask_size=16, min_region_area=1)
+    assert Settings(region_min_area=5).engine_options().min_region_area == 5

@@ -23,7 +23,7 @@ from PIL import Image
 from inspector.pipeline.budget import ByteBudget
 from inspector.contracts.decode import REASONS, DecodeError, DecodeLimits, ImageInfo, decode_image
 from inspector.contracts.wire import FrameHeaders
-from inspector.runtime.worker import admission
+from inspector.pipeline.admission import admission
 from tests.data.fuzz.corpus import MAX_PIXELS, cases, png_bomb
 
 LIMITS = DecodeLimits(max_bytes=32 << 20, max_pixels=MAX_PIXELS)

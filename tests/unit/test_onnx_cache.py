@@ -10,14 +10,15 @@ import torch
 
 from inspector.engine.backends import onnx as onnx_backend
 from inspector.model.checkpoint import manifest_sha256
-from inspector.engine.engine import load_engine
-from inspector.engine.backends.fastpath import FastPath, onnx_available
+from inspector.engine.backends.plan import ExecutionPlan
+from inspector.engine.capabilities import onnx_available
+from inspector.engine.engine import EngineOptions, load_engine
 from inspector.engine.backends.onnx_cache import OnnxCache, cache_key
 from inspector.runtime.settings import Settings
 from trainer.synthetic import make_image
 
 pytestmark = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx/onnxscript not installed")
-REFERENCE = FastPath(backend="torch", precision="fp32", channels_last=False, fuse=False)
+REFERENCE = ExecutionPlan(backend="torch", precision="fp32", channels_last=False, fuse=False)
 
 
 def _images() -> list[np.ndarray]:
@@ -26,7 +27,7 @@ def _images() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint) -> np.ndarray:
-    return load_engine(tiny_checkpoint, "cpu", fast=REFERENCE).maps(_images())[0].numpy()
+    return load_engine(tiny_checkpoint, "cpu", EngineOptions(plan=REFERENCE)).maps(_images())[0].numpy()
 
 
 def _no_export(*_a, **_k):
@@ -35,19 +36,19 @@ def _no_export(*_a, **_k):
 
 def test_a_second_load_reads_the_cached_graph_and_gives_the_same_maps(tiny_checkpoint, tmp_path, reference,
                                                                        monkeypatch):
-    first = load_engine(tiny_checkpoint, "cpu", backend="onnx", onnx_cache_dir=tmp_path)
+    first = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="onnx", onnx_cache_dir=tmp_path))
     cached = list(tmp_path.glob("*.onnx"))
     assert len(cached) == 1 and cached[0].stat().st_size > 1000
     assert not list(tmp_path.glob("*.tmp"))  # the write was atomic: no leftovers
     monkeypatch.setattr(onnx_backend, "export_onnx", _no_export)
-    second = load_engine(tiny_checkpoint, "cpu", backend="onnx", onnx_cache_dir=tmp_path)
-    assert second.fast.backend == "onnx"
+    second = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="onnx", onnx_cache_dir=tmp_path))
+    assert second.plan.backend == "onnx"
     np.testing.assert_allclose(second.maps(_images())[0].numpy(), reference, atol=1e-4)
     np.testing.assert_allclose(first.maps(_images())[0].numpy(), reference, atol=1e-4)
 
 
 def test_a_bad_cache_entry_is_refused_dropped_and_exported_again(tiny_checkpoint, tmp_path, reference):
-    engine = load_engine(tiny_checkpoint, "cpu", fast=REFERENCE)
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(plan=REFERENCE))
     key = cache_key(manifest_sha256(tiny_checkpoint), engine.image_size)
     cache = OnnxCache(tmp_path)
     with torch.no_grad():  # a well-formed graph of a different model, filed under this key
@@ -55,8 +56,8 @@ def test_a_bad_cache_entry_is_refused_dropped_and_exported_again(tiny_checkpoint
     wrong = onnx_backend.export_onnx(engine.model, engine.image_size)
     for bad in (b"\x00garbage, not a graph", wrong):
         assert cache.put(key, bad)
-        loaded = load_engine(tiny_checkpoint, "cpu", backend="onnx", onnx_cache_dir=tmp_path)
-        assert loaded.fast.backend == "onnx"
+        loaded = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="onnx", onnx_cache_dir=tmp_path))
+        assert loaded.plan.backend == "onnx"
         np.testing.assert_allclose(loaded.maps(_images())[0].numpy(), reference, atol=1e-4)
         replaced = cache.get(key)
         assert replaced is not None and replaced != bad  # the fresh export took its place
@@ -65,8 +66,8 @@ def test_a_bad_cache_entry_is_refused_dropped_and_exported_again(tiny_checkpoint
 def test_an_unwritable_cache_costs_only_the_export(tiny_checkpoint, tmp_path, reference):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache folder should be")
-    engine = load_engine(tiny_checkpoint, "cpu", backend="onnx", onnx_cache_dir=blocker / "onnx")
-    assert engine.fast.backend == "onnx"
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="onnx", onnx_cache_dir=blocker / "onnx"))
+    assert engine.plan.backend == "onnx"
     np.testing.assert_allclose(engine.maps(_images())[0].numpy(), reference, atol=1e-4)
 
 

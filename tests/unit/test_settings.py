@@ -71,3 +71,57 @@ def test_redis_tls_and_empty_url():
     assert s.redis_kwargs()["ssl_ca_certs"] == "/ca.pem"
     assert s.redis_kwargs()["socket_timeout"] == s.redis_timeout_s
     assert Settings(redis_url="").redis_url is None
+
+
+# --- the Kafka connection fields: one base class, each model's own prefix ----------------------
+
+CONNECTION_FIELDS = ["kafka_bootstrap_servers", "kafka_security_protocol", "kafka_sasl_mechanism",
+                     "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_cafile", "kafka_ssl_certfile",
+                     "kafka_ssl_keyfile"]
+
+
+def test_service_and_trainer_share_the_kafka_connection_fields():
+    from inspector.contracts.kafka import KafkaConnectionSettings
+    from trainer.settings import TrainerSettings
+
+    assert list(KafkaConnectionSettings.model_fields) == CONNECTION_FIELDS
+    for model in (Settings, TrainerSettings):
+        assert issubclass(model, KafkaConnectionSettings)
+        assert list(model.model_fields)[: len(CONNECTION_FIELDS)] == CONNECTION_FIELDS
+        for name in CONNECTION_FIELDS:
+            assert model.model_fields[name].description == KafkaConnectionSettings.model_fields[name].description
+    assert Settings().kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert Settings().kafka_security_protocol == "PLAINTEXT"
+
+
+def test_trainer_reads_the_same_names_with_its_own_prefix(monkeypatch):
+    from trainer.settings import TrainerSettings
+
+    for k in ("TRAINER_KAFKA_BOOTSTRAP_SERVERS", "TRAINER_KAFKA_SECURITY_PROTOCOL", "TRAINER_KAFKA_SASL_MECHANISM",
+              "TRAINER_KAFKA_SASL_USERNAME", "TRAINER_KAFKA_SASL_PASSWORD", "TRAINER_KAFKA_SSL_CAFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("INSPECTOR_KAFKA_BOOTSTRAP_SERVERS", "service:1")  # not the trainer's
+    monkeypatch.setenv("TRAINER_KAFKA_BOOTSTRAP_SERVERS", "b1:9093,b2:9093")
+    monkeypatch.setenv("TRAINER_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TRAINER_KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("TRAINER_KAFKA_SASL_USERNAME", "trainer")
+    monkeypatch.setenv("TRAINER_KAFKA_SASL_PASSWORD", "hunter3")
+    monkeypatch.setenv("TRAINER_KAFKA_SSL_CAFILE", "/ca.pem")
+    t = TrainerSettings()
+    kw = t.kafka_common()
+    assert kw["bootstrap_servers"] == ["b1:9093", "b2:9093"] and kw["security_protocol"] == "SASL_SSL"
+    assert kw["sasl_plain_username"] == "trainer" and kw["sasl_plain_password"] == "hunter3"
+    assert kw["ssl_cafile"] == "/ca.pem"
+    assert "hunter3" not in str(t.safe_dump()) + repr(t)
+    assert Settings().kafka_common()["bootstrap_servers"] == ["service:1"]
+
+
+def test_trainer_refuses_what_the_service_refuses():
+    from trainer.settings import TrainerSettings
+
+    with pytest.raises(ValidationError, match="kafka_sasl_mechanism is required"):
+        TrainerSettings(kafka_security_protocol="SASL_PLAINTEXT")
+    with pytest.raises(ValidationError, match="heartbeat"):
+        TrainerSettings(kafka_session_timeout_ms=3000, kafka_heartbeat_interval_ms=3000)
+    with pytest.raises(ValidationError, match="kafka_sasl_mechanism is required"):
+        Settings(kafka_security_protocol="SASL_PLAINTEXT")

@@ -2,14 +2,13 @@
 and the threshold calibration that few normals can support."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from inspector.model.checkpoint import CheckpointError, read_manifest
-from inspector.engine.engine import load_engine
+from inspector.engine.engine import EngineOptions, load_engine
 from inspector.model.nets.signals import GlobalGaussian, PatchMemory, patch_embeddings, pooled_statistics
 from inspector.model.preprocess import prepare_batch, prepare_placed
 from trainer.fit import FitConfig, fit
@@ -114,7 +113,7 @@ def test_fused_checkpoint_records_its_signals_and_normalises_them(tiny_checkpoin
 
 
 def test_global_change_raises_the_fused_score_more_than_the_students_map(tiny_checkpoint):
-    engine = load_engine(tiny_checkpoint, "cpu", backend="torch")
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch"))
     m = engine.manifest
     normals = [make_image(None, size=128, seed=0, index=900 + i)[0] for i in range(6)]
     dim = [np.clip(img.astype(np.float32) * 0.7 + 20, 0, 255).astype(np.uint8) for img in normals]
@@ -130,7 +129,7 @@ def test_signals_off_gives_the_students_map_alone(synthetic_data, tmp_path):
                   max_train_images=16, memory_bank=False, global_gaussian=False))
     m = read_manifest(tmp_path / "plain")
     assert m.signals is None and m.region_threshold is None
-    engine = load_engine(tmp_path / "plain", "cpu", backend="torch")
+    engine = load_engine(tmp_path / "plain", "cpu", EngineOptions(backend="torch"))
     (r,) = engine.infer([make_image("spot", size=128, seed=0, index=950)[0]])
     assert r.score == pytest.approx(float(r.heatmap.max()), rel=1e-5)
 
@@ -225,11 +224,11 @@ def test_scores_read_the_frames_part_of_a_padded_input(tiny_checkpoint):
     import torch
     from dataclasses import replace
 
-    from inspector.engine.engine import load_engine
+    from inspector.engine.engine import EngineOptions, load_engine
     from inspector.model.geometry import Geometry
     from trainer.synthetic import make_image
 
-    engine = load_engine(tiny_checkpoint, "cpu", backend="torch")
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch"))
     model = engine.model
     g = Geometry(64, 64, "pad")
     engine.geometry = g

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from inspector.model.checkpoint import read_manifest
 from inspector.runtime.observability import Metrics
-from inspector.runtime.rollout import ModelRegistry, Release, Rollout, ordering_refusal, resolve_location
+from inspector.model.repository import ModelRepository
+from inspector.runtime.rollout import ModelRegistry, Release, Rollout, ordering_refusal
 from inspector.runtime.settings import Settings
 from inspector.model.signing import (
     SignatureError,
@@ -146,14 +147,15 @@ def test_locations_are_confined_to_the_models_directory(tmp_path):
     (root / "m" / "live").symlink_to("v1")
     (root / "m" / "escape").symlink_to(outside)
     inside = (root / "m" / "v1").resolve()
+    repo = ModelRepository(root)
     for ok in ("m/v1", str(root / "m" / "v1"), f"file://{root}/m/v1", "m/live", "m/../m/v1"):
-        assert resolve_location(ok, root) == inside, ok
+        assert repo.resolve(ok) == inside, ok
     for bad in (str(outside), f"file://{outside}", "../elsewhere/v1", "m/../../elsewhere/v1", "m/escape",
                 "/etc", "m/v1/../../..", ""):
         with pytest.raises(ValueError):
-            resolve_location(bad, root)
+            repo.resolve(bad)
     with pytest.raises(ValueError, match="scheme"):
-        resolve_location("https://example.invalid/m/v1", root)
+        repo.resolve("https://example.invalid/m/v1")
 
 
 # ------------------------------------------------------------------------------------------ order
@@ -266,13 +268,12 @@ def test_a_starting_worker_prefers_the_trainers_newer_record_to_a_replay_left_on
     time.sleep(0.002)
     new = signed_update(v2, a)
     ro, metrics = _rollout(models, trust(a))
-    (models / name / "published.json").write_text(json.dumps({**json.loads(new.to_bytes()), "topic": "elsewhere"}))
+    ro.repository.write_published(new, "elsewhere")
     ro.install_newest({name: [(old.published_at, 7, old)]})  # a record of another topic is ignored
     assert ro.registry.versions() == {name: "v1"}
 
     ro, metrics = _rollout(models, trust(a))
-    (models / name / "published.json").write_text(
-        json.dumps({**json.loads(new.to_bytes()), "topic": ro.settings.models_topic}))
+    ro.repository.write_published(new, ro.settings.models_topic)
     ro.install_newest({name: [(old.published_at, 7, old)]})
     assert ro.registry.versions() == {name: "v2"}
     ro.apply(old)  # and the replay, seen again, is refused
@@ -281,7 +282,7 @@ def test_a_starting_worker_prefers_the_trainers_newer_record_to_a_replay_left_on
     # a forged record in the models volume is no better than a forged record on the topic
     ro, metrics = _rollout(models, trust(a))
     forged = sign(new, keys[2])
-    (models / name / "published.json").write_text(json.dumps(json.loads(forged.to_bytes())))
+    ro.repository.write_published(forged, ro.settings.models_topic)
     ro.install_newest({name: [(old.published_at, 7, old)]})
     assert ro.registry.versions() == {name: "v1"} and refused(metrics, name, "signature") == 1
 

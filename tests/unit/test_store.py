@@ -171,8 +171,13 @@ def test_gate_compares_recall_at_the_live_models_operating_point():
     """A candidate with a stricter threshold but the same ranking is not a regression; a worse ranking is."""
     import numpy as np
 
+    from inspector.contracts.reasons import GateReason
     from trainer.refresh import gate
     from trainer.settings import TrainerSettings
+
+    def codes(found):
+        assert all(f.message for f in found), found
+        return [f.code for f in found]
 
     rng = np.random.default_rng(0)
     good, bad = rng.normal(0, 1, 200), rng.normal(2, 1, 200)
@@ -180,16 +185,44 @@ def test_gate_compares_recall_at_the_live_models_operating_point():
     hold = {"false_reject_rate": 0.0, "median_position": 0.0, "score_stats": {"n": 100}}
     live = _lab(scores, labels, thr=1.0)  # over-tight: ~16 % false rejects, high recall
     stricter = _lab(scores, labels, thr=3.0)  # same ranking, few false rejects, low recall
-    reasons, deltas = gate(TrainerSettings(), hold, hold, stricter, live, 0.005)
-    assert not [r for r in reasons if "recall" in r], reasons
+    found, deltas = gate(TrainerSettings(), hold, hold, stricter, live, 0.005)
+    assert codes(found) == [], found
     assert deltas["labelled_recall_drop"] > 0.3 and abs(deltas["labelled_recall_drop_at_live_frr"]) < 0.05
     worse_scores = np.r_[good, rng.normal(0.3, 1, 200)]  # defects look normal to it
     worse = _lab(worse_scores, labels, thr=3.0)
-    reasons, _ = gate(TrainerSettings(), hold, hold, worse, live, 0.005)
-    assert any("ranks defects worse" in r for r in reasons), reasons
+    found, _ = gate(TrainerSettings(), hold, hold, worse, live, 0.005)
+    assert codes(found) == [GateReason.LABELLED_RECALL_DROP], found
     # Same ranking, but the threshold rose with no fewer false rejects (defects among the "normals").
     tight_live = _lab(scores, labels, thr=3.5)
     raised = _lab(scores, labels, thr=5.0)
     tight_live["defect_recall"], raised["defect_recall"] = 0.9, 0.3
-    reasons, _ = gate(TrainerSettings(), hold, hold, raised, tight_live, 0.005)
-    assert any("without fewer false rejects" in r for r in reasons), reasons
+    found, _ = gate(TrainerSettings(), hold, hold, raised, tight_live, 0.005)
+    assert codes(found) == [GateReason.LABELLED_THRESHOLD_LOOSENED], found
+
+
+def test_gate_names_each_finding_by_its_code():
+    """Held-out normals and the store's size: each refusal carries its GateReason and a sentence."""
+    from inspector.contracts.reasons import GateReason
+    from trainer.refresh import enough_images, gate
+    from trainer.settings import TrainerSettings
+
+    s = TrainerSettings()
+    assert enough_images("m", 200, 200) == []
+    [few] = enough_images("m", 5, 200)
+    assert few.code == GateReason.TOO_FEW_IMAGES and "5 < min_images 200" in few.message
+    live = {"false_reject_rate": 0.0, "median_position": 0.0, "score_stats": {"n": 100}}
+    worse = {"false_reject_rate": 0.2, "median_position": 0.9, "score_stats": {"n": 100}}
+    found, deltas = gate(s, worse, live, None, None, 0.005)
+    assert [f.code for f in found] == [GateReason.HOLDOUT_FRR_WORSE, GateReason.HOLDOUT_SCORES_SHIFTED]
+    assert deltas == {"holdout_frr_increase": 0.2, "holdout_normal_score_shift": 0.9}
+    found, _ = gate(s, worse, None, None, None, 0.005)  # the first model: against its own target
+    assert [f.code for f in found] == [GateReason.HOLDOUT_FRR_OVER_TARGET]
+    assert gate(s, live, live, None, None, 0.005)[0] == []
+    lab = {"image_auroc": 0.9, "aupro": 0.8, "false_reject_rate": 0.0, "defect_recall": 0.9, "n_good": 100,
+           "good_median_position": 0.0}
+    bad = {"image_auroc": 0.8, "aupro": 0.6, "false_reject_rate": 0.1, "defect_recall": 0.9, "n_good": 100,
+           "good_median_position": 0.5}
+    found, _ = gate(s, live, live, bad, lab, 0.005)
+    assert [f.code for f in found] == [GateReason.LABELLED_IMAGE_AUROC_DROP, GateReason.LABELLED_AUPRO_DROP,
+                                       GateReason.LABELLED_FRR_WORSE, GateReason.LABELLED_SCORES_SHIFTED]
+    assert all(f.model_dump(mode="json").keys() == {"code", "message"} for f in found)

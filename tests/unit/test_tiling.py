@@ -10,7 +10,7 @@ import torch
 
 from inspector.pipeline.batching import MicroBatcher
 from inspector.model.checkpoint import read_manifest
-from inspector.engine.engine import TILED_HEATMAP_SIDE, load_engine
+from inspector.engine.engine import TILED_HEATMAP_SIDE, EngineOptions, load_engine
 from inspector.model.tiling import Tiling, auto_tiling, fit_to_aspect, iter_stitched
 from tests.conftest import TILED_HW
 
@@ -127,7 +127,7 @@ def test_a_tiled_fit_calibrates_on_whole_frames_and_stores_its_tiling(tiled_chec
 
 @pytest.fixture(scope="module")
 def tiled_engine(tiled_checkpoint):
-    return load_engine(tiled_checkpoint, "cpu", max_tiles=16)
+    return load_engine(tiled_checkpoint, "cpu", EngineOptions(max_tiles=16))
 
 
 def _frames():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from inspector.contracts.reasons import RejectReason
 from inspector.contracts.wire import (
     DeadLetter,
     FrameHeaders,
@@ -162,3 +163,34 @@ def test_export_schemas(tmp_path):
     schema = json.loads((tmp_path / "verdict.schema.json").read_text())
     assert schema["properties"]["verdict"]["enum"] == ["ok", "defect", "rejected"]
     assert "source" in schema["required"]
+
+
+def test_schemas_list_the_reject_reasons(tmp_path):
+    export_schemas(tmp_path)
+    codes = [r.value for r in RejectReason]
+    verdict = json.loads((tmp_path / "verdict.schema.json").read_text())
+    assert verdict["$defs"]["RejectReason"]["enum"] == codes
+    assert {"$ref": "#/$defs/RejectReason"} in verdict["properties"]["reason"]["anyOf"]
+    letter = json.loads((tmp_path / "dead-letter.schema.json").read_text())
+    assert letter["$defs"]["RejectReason"]["enum"] == codes
+    assert letter["properties"]["reason"]["$ref"] == "#/$defs/RejectReason"
+
+
+def test_reasons_are_codes_of_the_enumeration():
+    v = _verdict(verdict="rejected", reason="too_small", detail="3x3")
+    assert v.reason is RejectReason.TOO_SMALL
+    assert json.loads(v.to_bytes())["reason"] == "too_small"
+    with pytest.raises(ValidationError):
+        _verdict(verdict="rejected", reason="because")
+    headers = DeadLetter(reason=RejectReason.EMPTY, frame_id="f", source_topic="frames", source_partition=0,
+                         source_offset=1, worker_id="w", failed_at=1.0).to_kafka()
+    assert ("dlq-reason", b"empty") in headers
+    with pytest.raises(ValidationError):
+        DeadLetter.from_kafka([(k, b"because" if k == "dlq-reason" else v) for k, v in headers])
+
+
+def test_regions_are_immutable():
+    r = Region(x0=1, y0=2, x1=5, y1=9, area=20, peak=2.0)
+    with pytest.raises(ValidationError):
+        r.x0 = 3
+    assert {r, Region(x0=1, y0=2, x1=5, y1=9, area=20, peak=2.0)} == {r}

@@ -23,6 +23,7 @@ from torch import nn
 from inspector.model.geometry import as_hw
 from inspector.model.nets.model import DiscrepancyModel
 from inspector.engine.backends.onnx_cache import OnnxCache
+from inspector.engine.backends.plan import Runner
 
 INPUT, OUTPUTS = "images", ("maps", "scores")
 TOLERANCE = 1e-3  # max abs difference of maps allowed between the graph and torch (fp32 both)
@@ -92,7 +93,7 @@ def check_session(session, model: DiscrepancyModel, image_size: int | tuple[int,
 
 
 def onnx_runner(model: DiscrepancyModel, image_size: int | tuple[int, int], model_bytes: bytes | None = None,
-                cache: OnnxCache | None = None, key: str | None = None):
+                cache: OnnxCache | None = None, key: str | None = None) -> Runner:
     """A runner like torch's, on ``model_bytes``, else on the graph cached under ``key``, else on a
     fresh export (stored under ``key``). Every graph is checked against torch before use."""
     log = structlog.get_logger("inspector.onnx")
@@ -123,11 +124,10 @@ def onnx_runner(model: DiscrepancyModel, image_size: int | tuple[int, int], mode
     return _runner(session)
 
 
-def _runner(session):
+def _runner(session) -> Runner:
     def run(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
         maps, scores = session.run(list(OUTPUTS), {INPUT: x})
         return torch.from_numpy(maps), torch.from_numpy(scores)
 
-    run.session = session  # type: ignore[attr-defined]
     return run

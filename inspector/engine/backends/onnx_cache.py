@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from inspector.model.geometry import as_hw
+from inspector.support.durable import write_bytes_atomic
 
 FORMAT = 1  # bump when the exported graph changes for reasons the key does not see
 
@@ -61,26 +60,16 @@ class OnnxCache:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            structlog.get_logger("inspector.engine.backends.onnx_cache").warning("onnx_cache_unreadable", key=key[:12], error=str(exc))
+            structlog.get_logger(__name__).warning("onnx_cache_unreadable", key=key[:12], error=str(exc))
             return None
 
     def put(self, key: str, data: bytes) -> bool:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key[:12]}-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path(key))
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_bytes_atomic(self.path(key), data)
             return True
         except OSError as exc:
-            structlog.get_logger("inspector.engine.backends.onnx_cache").warning("onnx_cache_unwritable", root=str(self.root),
-                                                                 error=str(exc))
+            structlog.get_logger(__name__).warning("onnx_cache_unwritable", root=str(self.root), error=str(exc))
             return False
 
     def discard(self, key: str) -> None:

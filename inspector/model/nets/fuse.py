@@ -7,7 +7,7 @@
   on every call (a full copy of the tensor). For stride 1 and odd kernels that padding is
   symmetric, so the convolution can do it itself; strided ones keep their dynamic padding.
 
-Both return the number of layers changed; ``tests/unit/test_fastpath.py`` checks outputs agree.
+Both return the number of layers changed; ``tests/unit/test_execution_plan.py`` checks outputs agree.
 """
 
 from __future__ import annotations

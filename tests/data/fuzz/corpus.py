@@ -21,6 +21,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from inspector.contracts.wire import (
+    CAPTURED_AT_HEADER,
+    CONTENT_TYPE_HEADER,
+    FRAME_ID_HEADER,
+    LINE_ID_HEADER,
+    MODEL_HEADER,
+)
+
 MAX_PIXELS = 5_000_000  # the tests run the worker with this pixel limit
 VERDICT = frozenset({"ok", "defect"})
 
@@ -134,19 +142,19 @@ def cases() -> list[Case]:
         Case("gif", b"GIF89a" + rng.randbytes(200), rejected("unsupported_type")),
         Case("text", b"<html>not an image</html>", rejected("unsupported_type")),
         Case("random-noise", rng.randbytes(5000), rejected("unsupported_type")),
-        Case("wrong-content-type", jpeg, VERDICT, headers=[("content-type", b"image/png")]),
-        Case("nonsense-content-type", png, VERDICT, headers=[("content-type", rng.randbytes(300))]),
+        Case("wrong-content-type", jpeg, VERDICT, headers=[(CONTENT_TYPE_HEADER, b"image/png")]),
+        Case("nonsense-content-type", png, VERDICT, headers=[(CONTENT_TYPE_HEADER, rng.randbytes(300))]),
         Case("garbage-headers", jpeg, VERDICT, headers=[
-            ("line-id", b"\x00\x01\x02\xff"), ("captured-at", b"NaN"), ("content-type", b"\xff\xfe"),
-            ("frame-id-not-really", rng.randbytes(50)), ("", b""), ("captured-at", b"1e400"),
+            (LINE_ID_HEADER, b"\x00\x01\x02\xff"), (CAPTURED_AT_HEADER, b"NaN"), (CONTENT_TYPE_HEADER, b"\xff\xfe"),
+            (f"{FRAME_ID_HEADER}-not-really", rng.randbytes(50)), ("", b""), (CAPTURED_AT_HEADER, b"1e400"),
         ]),
         Case("huge-header-values", jpeg, VERDICT, headers=[
-            ("line-id", b"L" * 1_000_000), ("captured-at", b"9" * 5000), ("x-junk", b"j" * 500_000),
+            (LINE_ID_HEADER, b"L" * 1_000_000), (CAPTURED_AT_HEADER, b"9" * 5000), ("x-junk", b"j" * 500_000),
         ]),
         Case("many-headers", jpeg, VERDICT, headers=[(f"h{i}", b"v" * 100) for i in range(5000)]),
-        Case("unknown-model", jpeg, rejected("unknown_model"), headers=[("model", b"no-such-model")]),
-        Case("binary-model-header", jpeg, rejected("bad_header"), headers=[("model", b"\xff\xfe\x00")]),
-        Case("huge-model-header", jpeg, rejected("bad_header"), headers=[("model", b"m" * 100_000)]),
+        Case("unknown-model", jpeg, rejected("unknown_model"), headers=[(MODEL_HEADER, b"no-such-model")]),
+        Case("binary-model-header", jpeg, rejected("bad_header"), headers=[(MODEL_HEADER, b"\xff\xfe\x00")]),
+        Case("huge-model-header", jpeg, rejected("bad_header"), headers=[(MODEL_HEADER, b"m" * 100_000)]),
         Case("key-1mb", jpeg, VERDICT, key=b"k" * (1 << 20), camera_header=False),
         Case("no-key-no-headers", png, VERDICT, key=None, camera_header=False),
         Case("large-flat-png", flat_png(2000, 2000), VERDICT),  # 12 MB decoded from a few KB

@@ -1,20 +1,23 @@
-"""The fast paths (folded batch norms, channels-last, bf16, ONNX Runtime) give the fp32 maps."""
+"""Every execution plan (folded batch norms, channels-last, bf16, ONNX Runtime) gives the fp32 maps;
+the engine resolves ``auto`` by capability and falls back from ONNX only when it chose ONNX itself."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from structlog.testing import capture_logs
 
 from inspector.model.checkpoint import CheckpointError
-from inspector.engine.engine import load_engine
-from inspector.engine.backends.fastpath import FastPath, bf16_supported, choose, onnx_available
+from inspector.engine.backends.plan import ExecutionPlan, resolve_plan
+from inspector.engine.capabilities import bf16_supported, onnx_available
+from inspector.engine.engine import EngineOptions, load_engine
 from inspector.model.nets.fuse import fold_batchnorm, static_same_padding
 from inspector.model.nets.model import DiscrepancyModel, ModelConfig, build_student
 from inspector.model.nets.teachers import build_teacher
 from trainer.synthetic import make_image
 
-REFERENCE = FastPath(backend="torch", precision="fp32", channels_last=False, fuse=False)
+REFERENCE = ExecutionPlan(backend="torch", precision="fp32", channels_last=False, fuse=False)
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx/onnxscript not installed")
 
 
@@ -27,7 +30,7 @@ def _images() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint):
-    maps, scores = load_engine(tiny_checkpoint, "cpu", fast=REFERENCE).maps(_images())
+    maps, scores = load_engine(tiny_checkpoint, "cpu", EngineOptions(plan=REFERENCE)).maps(_images())
     return maps.numpy(), scores.numpy()
 
 
@@ -64,20 +67,20 @@ def test_exact_rewrites_keep_the_outputs(dskd_model):
     torch.testing.assert_close(scores, ref_scores, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("fast", [
-    FastPath(backend="torch", precision="fp32", channels_last=False, fuse=True),
-    FastPath(backend="torch", precision="fp32", channels_last=True, fuse=True),
+@pytest.mark.parametrize("plan", [
+    ExecutionPlan(backend="torch", precision="fp32", channels_last=False, fuse=True),
+    ExecutionPlan(backend="torch", precision="fp32", channels_last=True, fuse=True),
 ])
-def test_fp32_torch_paths_match_the_reference(tiny_checkpoint, reference, fast):
-    maps, scores = load_engine(tiny_checkpoint, "cpu", fast=fast).maps(_images())
+def test_fp32_torch_plans_match_the_reference(tiny_checkpoint, reference, plan):
+    maps, scores = load_engine(tiny_checkpoint, "cpu", EngineOptions(plan=plan)).maps(_images())
     np.testing.assert_allclose(maps.numpy(), reference[0], atol=1e-4)
     np.testing.assert_allclose(scores.numpy(), reference[1], atol=1e-4)
 
 
 @pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no bf16")
 def test_bf16_maps_stay_close_and_float32(tiny_checkpoint, reference):
-    engine = load_engine(tiny_checkpoint, "cpu", precision="bf16", backend="torch")
-    assert engine.fast.precision == "bf16"
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(precision="bf16", backend="torch"))
+    assert engine.plan.precision == "bf16"
     maps, scores = engine.maps(_images())
     assert maps.dtype == torch.float32 and scores.dtype == torch.float32
     ref_maps, ref_scores = reference
@@ -88,8 +91,8 @@ def test_bf16_maps_stay_close_and_float32(tiny_checkpoint, reference):
 
 @needs_onnx
 def test_onnx_backend_matches_torch(tiny_checkpoint, reference):
-    engine = load_engine(tiny_checkpoint, "cpu", backend="onnx")
-    assert engine.fast.backend == "onnx"
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="onnx"))
+    assert engine.plan.backend == "onnx"
     maps, scores = engine.maps(_images())
     np.testing.assert_allclose(maps.numpy(), reference[0], atol=1e-4)
     np.testing.assert_allclose(scores.numpy(), reference[1], atol=1e-4)
@@ -101,7 +104,7 @@ def test_onnx_backend_matches_torch(tiny_checkpoint, reference):
 def test_onnx_refuses_a_bad_export(tiny_checkpoint):
     from inspector.engine.backends.onnx import OnnxBackendError, export_onnx, onnx_runner
 
-    engine = load_engine(tiny_checkpoint, "cpu", fast=REFERENCE)
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(plan=REFERENCE))
     size = engine.image_size
     with pytest.raises(OnnxBackendError, match="refused"):
         onnx_runner(engine.model, size, model_bytes=b"not an onnx graph")
@@ -120,28 +123,44 @@ def test_auto_falls_back_to_torch_but_explicit_onnx_fails(tiny_checkpoint, monke
         raise RuntimeError("exporter broke")
 
     monkeypatch.setattr(ob, "export_onnx", broken)
-    engine = load_engine(tiny_checkpoint, "cpu")
-    assert engine.fast.backend == "torch" and engine.infer(_images()[:1])[0].heatmap.dtype == np.float32
+    with capture_logs() as logs:
+        engine = load_engine(tiny_checkpoint, "cpu")
+    assert engine.plan.backend == "torch" and engine.infer(_images()[:1])[0].heatmap.dtype == np.float32
+    assert engine.plan == resolve_plan(torch.device("cpu"), EngineOptions(), onnx=False)  # the rule: auto without ONNX
+    (chosen,) = [e for e in logs if e["event"] == "execution_plan"]  # the choice, logged once
+    assert chosen["plan"] == engine.plan.describe() and chosen["fell_back_from"] == "onnx-fp32"
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["onnx_backend_unavailable"]
     with pytest.raises(CheckpointError, match="onnx export failed"):
-        load_engine(tiny_checkpoint, "cpu", backend="onnx")
+        load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="onnx"))
+    with pytest.raises(CheckpointError, match="onnx export failed"):  # an explicit plan is measured as named
+        load_engine(tiny_checkpoint, "cpu", EngineOptions(plan=ExecutionPlan("onnx", "fp32", fuse=False)))
 
 
-def test_choose_resolves_auto_and_refuses_the_impossible():
+def test_the_choice_is_logged_once_with_what_was_asked(tiny_checkpoint):
+    with capture_logs() as logs:
+        engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch", channels_last=False))
+    (chosen,) = [e for e in logs if e["event"] == "execution_plan"]
+    assert chosen["plan"] == engine.plan.describe() == "torch-fp32-fused"
+    assert chosen["device"] == "cpu" and chosen["backend"] == "torch" and chosen["fell_back_from"] is None
+
+
+def test_resolve_plan_resolves_auto_and_refuses_the_impossible():
     cpu = torch.device("cpu")
-    auto = choose(cpu)
+    auto = resolve_plan(cpu)
     assert auto.backend == ("onnx" if onnx_available() else "torch") and auto.precision == "fp32"
-    assert choose(cpu, backend="torch").channels_last and choose(cpu, backend="torch").fuse
-    assert choose(cpu, backend="torch", channels_last=False).channels_last is False
+    torch_plan = resolve_plan(cpu, EngineOptions(backend="torch"))
+    assert torch_plan.channels_last and torch_plan.fuse
+    assert resolve_plan(cpu, EngineOptions(backend="torch", channels_last=False)).channels_last is False
     with pytest.raises(ValueError):
-        choose(cpu, backend="onnx", precision="bf16")
+        resolve_plan(cpu, EngineOptions(backend="onnx", precision="bf16"))
     with pytest.raises(ValueError):
-        choose(torch.device("cuda"), backend="onnx")
+        resolve_plan(torch.device("cuda"), EngineOptions(backend="onnx"))
     with pytest.raises(ValueError):
-        choose(cpu, backend="tensorrt")
+        resolve_plan(cpu, EngineOptions(backend="tensorrt"))  # type: ignore[arg-type]
 
 
 def test_compiled_batches_are_padded_to_power_of_two_buckets():
-    from inspector.engine.backends.fastpath import bucket, buckets
+    from inspector.engine.backends.plan import bucket, buckets
 
     assert [bucket(n) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
     assert buckets(8) == [1, 2, 4, 8] and buckets(12) == [1, 2, 4, 8, 16]

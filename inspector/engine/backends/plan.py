@@ -1,0 +1,85 @@
+"""What an execution plan is: one concrete way of running the model, every choice decided.
+
+``ExecutionPlan`` names a run configuration (backend, precision, memory layout, exact rewrites,
+compilation), never a request: ``"auto"`` lives in ``EngineOptions`` and is resolved against
+the device by ``resolve_plan``. Compiled plans run batches padded to power-of-two buckets.
+
+Measured on a 2-core AVX-512 CPU (bench/perf_matrix.py): ONNX Runtime on the exported fp32 graph
+beats every torch configuration and gives the same maps (≤ 1e-5), so it is the CPU default when
+onnxruntime is installed; otherwise torch with folded batch norms and channels-last. On CUDA the
+default is torch + bf16 autocast + channels-last (not measured here: no GPU was available).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from inspector.engine.capabilities import bf16_supported, onnx_available
+from inspector.engine.options import EngineOptions
+
+Backend = Literal["torch", "onnx"]
+Precision = Literal["fp32", "bf16"]
+#: normalised batch (B,3,H,W) → (maps (B,H,W), scores (B,)), both float32 on the batch's device
+Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+BACKENDS = ("auto", "torch", "onnx")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """One concrete way of running the model (all fields decided, nothing "auto")."""
+
+    backend: Backend = "torch"
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    fuse: bool = True  # fold batch norms, static padding (exact rewrites; torch backend only)
+    compile: bool = False  # torch.compile (inductor), one graph per batch size
+
+    def describe(self) -> str:
+        if self.backend == "onnx":
+            return "onnx-fp32"
+        parts = ["torch", self.precision] + (["cl"] if self.channels_last else []) + \
+            (["fused"] if self.fuse else []) + (["compiled"] if self.compile else [])
+        return "-".join(parts)
+
+
+def resolve_plan(device: torch.device, options: EngineOptions = EngineOptions(),
+                 onnx: bool | None = None) -> ExecutionPlan:
+    """The plan ``options`` ask for on ``device``: explicit choices win, impossible ones raise
+    ``ValueError``, ``auto`` takes the measured best. ``onnx``: whether ONNX Runtime may be
+    picked by ``auto`` (default: whether it is installed)."""
+    backend, precision, compile = options.backend, options.precision, options.compile
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    cuda = device.type == "cuda"
+    if backend == "onnx" and (cuda or precision == "bf16" or compile):
+        raise ValueError("the onnx backend runs fp32 on the CPU only (no compile)")
+    if precision == "bf16" and not bf16_supported(device):
+        raise ValueError(f"bf16 requested but {device} does not support it")
+    if backend == "auto":
+        explicit_torch = precision == "bf16" or compile
+        onnx = onnx_available() if onnx is None else onnx
+        backend = "onnx" if (not cuda and not explicit_torch and onnx) else "torch"
+    if backend == "onnx":
+        return ExecutionPlan(backend="onnx", precision="fp32", channels_last=False, fuse=False, compile=False)
+    if precision == "auto":
+        precision = "bf16" if cuda and bf16_supported(device) else "fp32"
+    return ExecutionPlan(backend="torch", precision=precision,  # type: ignore[arg-type]
+                         channels_last=True if options.channels_last is None else options.channels_last,
+                         fuse=True, compile=bool(compile))
+
+
+def bucket(n: int) -> int:
+    """Batch size a compiled model runs ``n`` images at: the next power of two."""
+    return 1 << max(0, n - 1).bit_length()
+
+
+def buckets(max_batch: int) -> list[int]:
+    """Every bucket a micro-batcher limited to ``max_batch`` can produce."""
+    return sorted({bucket(n) for n in range(1, max_batch + 1)})

@@ -1,0 +1,35 @@
+"""How a loaded model is asked to run and what its inspections carry: ``EngineOptions``.
+
+The serving path builds them from Settings in one place (``Settings.engine_options()``); tools
+and tests build them directly. The defaults are the measured best for the device. Loading
+torch is not needed to build options (``Settings`` imports this module).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from inspector.engine.backends.plan import ExecutionPlan
+
+#: Tiles per engine call by default (``INSPECTOR_MAX_TILES_PER_CALL``).
+MAX_TILES_PER_CALL = 64
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What a caller may ask of an engine. ``backend``/``precision`` ``"auto"`` and
+    ``channels_last`` ``None`` leave the choice to the engine (``backends.select``); ``plan`` sets
+    the whole execution plan at once (benchmarks, tests) and is never swapped for a fallback."""
+
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+    plan: ExecutionPlan | None = None
+    onnx_cache_dir: Path | None = None  # exported graphs kept between loads (None: export at every load)
+    max_tiles: int = MAX_TILES_PER_CALL  # tiled models: most tiles in one model call
+    mask_size: int = 64  # cells of an inspection's mask (tiled: on the frame's longer side)
+    min_region_area: int = 1  # smallest region reported, in original pixels

@@ -13,7 +13,7 @@ none rejected), and recall is reported by defect size. Throughput (frames/s and 
 2448×2048 and 1280×1024, against 256×256 frames through the whole-frame model) is measured with
 the tiled engine, interleaved in rounds.
 
-    python bench/tiling.py --out runs/tiling-g6 --train 10 --good 30 --defects 63 --epochs 4 --grain 6
+    python bench/tiling.py --out runs/tiling-g6 --train 10 --good 30 --defects 63 --epochs 4 --grain 6 --zoom 2
     python bench/tiling.py --out runs/tiling --train 10 --good 30 --defects 63 --epochs 4 --grain 14
 """
 
@@ -112,11 +112,14 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return roc_auc_score(labels, scores)
 
 
-def throughput(tiled, whole, rounds: int, seconds: float) -> dict:
+def throughput(tiled, whole, rounds: int, seconds: float, zoomed: dict | None = None) -> dict:
     rng = np.random.default_rng(1)
-    cases = {"2448x2048": (tiled, [make_texture(rng, (2048, 2448)) for _ in range(2)]),
+    big = [make_texture(rng, (2048, 2448)) for _ in range(2)]
+    cases = {"2448x2048": (tiled, big),
              "1280x1024": (tiled, [make_texture(rng, (1024, 1280)) for _ in range(4)]),
              "256x256 (whole-frame model)": (whole, [make_texture(rng, (256, 256)) for _ in range(8)])}
+    for name, engine in (zoomed or {}).items():
+        cases[f"2448x2048 ({name})"] = (engine, big)
     rates: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(rounds):  # interleaved: every case once per round
         for name, (engine, frames) in cases.items():
@@ -151,9 +154,12 @@ def main() -> int:
     p.add_argument("--contrast", type=float, default=45.0, help="grey levels a defect adds or takes away")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--zoom", type=int, nargs="*", default=[2],
+                   help="also train and score tiled models whose windows are enlarged this many times (none: skip)")
     args = p.parse_args()
 
     from inspector.engine.engine import load_engine
+    from inspector.model.tiling import Tiling
     from inspector.support.logs import configure_logging
     from trainer.fit import FitConfig, fit
 
@@ -168,16 +174,24 @@ def main() -> int:
     results: dict = {"frame": f"{HW[1]}x{HW[0]}", "args": {k: str(v) for k, v in vars(args).items()}}
     engines = {}
     samples = None
-    for name, tile in (("tiled", args.image_size), ("whole", None)):
+    frames_trained = int(round(args.train * 0.8))
+    variants = [("tiled", args.image_size, 1)] + [(f"tiled-zoom{z}", args.image_size, z) for z in args.zoom if z > 1] \
+        + [("whole", None, 1)]
+    for name, tile, zoom in variants:
         t0 = time.perf_counter()
-        # the same number of training samples for both: a whole frame is one sample, a tile is one
-        epochs = args.epochs if samples is None else max(args.epochs, round(samples / max(1, frames_trained)))
-        summary = fit(FitConfig(data=data, out=args.out / name, image_size=args.image_size, tile=tile,
+        # the same number of training samples for all: a whole frame is one sample, a tile is one
+        if samples is None:
+            epochs = args.epochs
+        elif tile is None:
+            epochs = max(args.epochs, round(samples / max(1, frames_trained)))
+        else:
+            per_frame = Tiling(tile, tile // zoom // 8, zoom).count(HW)
+            epochs = max(1, round(samples / max(1, frames_trained * per_frame)))
+        summary = fit(FitConfig(data=data, out=args.out / name, image_size=args.image_size, tile=tile, zoom=zoom,
                                 epochs=epochs, seed=args.seed, progress=False, name=f"bench-{name}",
                                 val_fraction=0.2))
         if samples is None:
             samples = summary["train_images"] * args.epochs
-            frames_trained = int(round(args.train * 0.8))
         fit_s = time.perf_counter() - t0
         engines[name] = load_engine(args.out / name, "cpu")
         good_paths = sorted((data / "test/good").iterdir())
@@ -195,7 +209,8 @@ def main() -> int:
               f"{table['false_reject_rate']:.3f} (under 15 px {table['recall_under_15px']:.3f}, 15-40 px "
               f"{table['recall_15px_and_over']:.3f}), image AUROC {table['image_auroc']:.3f}; by size "
               f"{table['recall_by_size']}", flush=True)
-    results["throughput"] = throughput(engines["tiled"], engines["whole"], args.rounds, args.seconds)
+    zoomed = {name: engines[name] for name, tile, zoom in variants if zoom > 1}
+    results["throughput"] = throughput(engines["tiled"], engines["whole"], args.rounds, args.seconds, zoomed)
     for name, row in results["throughput"].items():
         print(f"throughput {name}: {row['frames_per_s']} frames/s, {row['tiles_per_s']} tiles/s "
               f"({row['tiles_per_frame']} tiles a frame), {row['ratio_to_256px_frames']}x the 256 px frames", flush=True)

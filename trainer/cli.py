@@ -29,7 +29,7 @@ def _fit(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, method=args.method, variant=args.variant, teacher=args.teacher,
         teacher_weights=args.teacher_weights, image_size=args.image_size, epochs=args.epochs,
         input_size=parse_size(args.input_size) if args.input_size else None, resize=args.resize,
-        tile=_tile_arg(args.tile), overlap=args.overlap,
+        tile=_tile_arg(args.tile), overlap=args.overlap, zoom=args.zoom,
         selection=args.selection, synthetic_train=args.synthetic_train,
         batch_size=args.batch_size, lr=args.lr, betas=(args.beta1, args.beta2), loss=args.loss, seed=args.seed,
         val_fraction=args.val_fraction, target_frr=args.target_frr, calibration=args.calibration,
@@ -85,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "serving; auto: tiles of --image-size when the median training frame has at least 64x "
                         "the input's pixels (line-camera frames, not object photos); off: whole frames")
     f.add_argument("--overlap", type=int, default=None, metavar="PX",
-                   help="pixels shared by neighbouring tiles (default: tile / 8)")
+                   help="frame pixels shared by neighbouring tiles (default: an eighth of a tile's window)")
+    f.add_argument("--zoom", type=int, default=1, metavar="N",
+                   help="tiled models: cut windows of SIZE/N frame pixels and enlarge each N times to the "
+                        "input, so defects a few pixels wide span N^2 times the feature cells (N^2 times "
+                        "the tiles a frame)")
     f.add_argument("--epochs", type=int, default=200)
     f.add_argument("--synthetic-train", type=float, default=_fit_default("synthetic_train"), metavar="SHARE",
                    help="share of each training batch given synthetic anomalies, with the clean image's teacher "

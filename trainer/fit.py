@@ -60,6 +60,7 @@ class FitConfig:
     input_size: tuple[int, int] | None = None  # (height, width); None: chosen from the training images
     resize: str = "pad"  # pad | stretch (inspector.model.geometry)
     tile: int | str | None = "auto"  # tile side in px, "auto" (inspector.model.tiling.auto_tiling) or None: whole frames
+    zoom: int = 1  # tiled: each window of tile/zoom frame px is enlarged zoom times to the tile
     overlap: int | None = None  # px shared by neighbouring tiles (default: tile / 8)
     selection: str = "synthetic"  # synthetic | loss: how the kept epoch is chosen
     synthetic_train: float = 0.5  # share of each batch given painted anomalies, clean features as the target
@@ -129,16 +130,17 @@ def choose_tiling(cfg: FitConfig, frame_sizes: list[tuple[int, int]], log) -> Ti
         return None
     if cfg.tile == "auto":
         tiling = auto_tiling(frame_sizes, cfg.image_size)
-        if tiling is not None and cfg.overlap is not None:
-            tiling = Tiling(tiling.tile, cfg.overlap)
+        tile = None if tiling is None else tiling.tile
     else:
         tile = int(cfg.tile)
         if tile % STRIDE:
             raise ValueError(f"tile side {tile} must be a multiple of {STRIDE}")
-        tiling = Tiling(tile, tile // 8 if cfg.overlap is None else cfg.overlap)
-    if tiling is not None:
+    tiling = None
+    if tile is not None:
+        side = tile // max(1, cfg.zoom)
+        tiling = Tiling(tile, side // 8 if cfg.overlap is None else cfg.overlap, cfg.zoom)
         tiles = sum(tiling.count(hw) for hw in frame_sizes)
-        log.info("tiling", tile=tiling.tile, overlap=tiling.overlap, frames=len(frame_sizes), tiles=tiles,
+        log.info("tiling", tile=tiling.tile, overlap=tiling.overlap, zoom=tiling.zoom, frames=len(frame_sizes), tiles=tiles,
                  median_frame_px=int(np.median([h * w for h, w in frame_sizes])))
     return tiling
 
@@ -515,7 +517,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         teacher=cfg.teacher, teacher_sha256=teacher.weights_sha256, image_size=max(geometry.hw),
         geometry=None if geometry == Geometry.square(geometry.height) else InputGeometry(
             height=geometry.height, width=geometry.width, resize=geometry.resize),
-        tiling=None if tiling is None else TilingSpec(tile=tiling.tile, overlap=tiling.overlap),
+        tiling=None if tiling is None else TilingSpec(tile=tiling.tile, overlap=tiling.overlap, zoom=tiling.zoom),
         mean=spec.mean, std=spec.std, sigma=mcfg.sigma, score_mode=cfg.score_mode, topk_fraction=cfg.topk_fraction,
         loss=cfg.loss, threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
         signals=signals, region_threshold=region_threshold, calibration=calibration,
@@ -535,7 +537,8 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     )
     manifest = save_checkpoint(out, model.student_state(), manifest)
     log.info("checkpoint_written", out=str(out), version=manifest.version, threshold=threshold)
-    described = geometry.describe() if tiling is None else f"tiles {tiling.tile}px, overlap {tiling.overlap}px"
+    described = geometry.describe() if tiling is None else (
+        f"tiles {tiling.tile}px, overlap {tiling.overlap}px" + (f", zoom {tiling.zoom}x" if tiling.zoom > 1 else ""))
     return {"checkpoint": str(out), "version": manifest.version, "method": cfg.method, "input": described,
             "variant": manifest.variant, "teacher": cfg.teacher, "threshold": threshold,
             "best_epoch": best["epoch"], "val_loss": best["val"], "train_seconds": round(train_seconds, 1),

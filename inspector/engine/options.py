@@ -2,20 +2,41 @@
 
 The serving path builds them from Settings in one place (``Settings.engine_options()``); tools
 and tests build them directly. The defaults are the measured best for the device. Loading
-torch is not needed to build options (``Settings`` imports this module).
+torch is not needed to build options (``Settings`` imports this module). ``ExecutionPlan`` is the
+decided counterpart of a request (``backends.plan.resolve_plan`` makes one from options).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from inspector.engine.backends.plan import ExecutionPlan
+from typing import Literal
 
 #: Tiles per engine call by default (``INSPECTOR_MAX_TILES_PER_CALL``).
 MAX_TILES_PER_CALL = 64
+
+Backend = Literal["torch", "onnx"]
+Precision = Literal["fp32", "bf16"]
+BACKENDS = ("auto", "torch", "onnx")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """One concrete way of running the model (all fields decided, nothing "auto")."""
+
+    backend: Backend = "torch"
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    fuse: bool = True  # fold batch norms, static padding (exact rewrites; torch backend only)
+    compile: bool = False  # torch.compile (inductor), one graph per batch size
+
+    def describe(self) -> str:
+        if self.backend == "onnx":
+            return "onnx-fp32"
+        parts = ["torch", self.precision] + (["cl"] if self.channels_last else []) + \
+            (["fused"] if self.fuse else []) + (["compiled"] if self.compile else [])
+        return "-".join(parts)
 
 
 @dataclass(frozen=True)

@@ -89,12 +89,14 @@ class InputGeometry(BaseModel):
 
 
 class TilingSpec(BaseModel):
-    """Frames are cut into ``tile``×``tile`` windows overlapping by ``overlap`` px (``inspector.model.tiling``)."""
+    """Frames are cut into windows of ``tile / zoom`` px overlapping by ``overlap`` px, each
+    enlarged ``zoom`` times to the ``tile``×``tile`` input (``inspector.model.tiling``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     tile: int = Field(ge=32, le=4096)
     overlap: int = Field(ge=0, le=2048)
+    zoom: int = Field(1, ge=1, le=8)
 
 
 class Manifest(BaseModel):
@@ -136,7 +138,7 @@ class Manifest(BaseModel):
 
     def input_tiling(self) -> Tiling | None:
         t = self.tiling
-        return None if t is None else Tiling(t.tile, t.overlap)
+        return None if t is None else Tiling(t.tile, t.overlap, t.zoom)
 
     def created(self) -> datetime | None:
         """``created_at`` as a time (None when it is not ISO 8601): the order of checkpoints."""

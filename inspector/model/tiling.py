@@ -2,8 +2,8 @@
 input size, run the tiles, stitch their maps back into one map of the frame.
 
 A defect a few pixels wide at 2448×2048 is gone once the whole frame is shrunk to a few hundred
-pixels; cut into tiles, the model sees it at full resolution. Nothing is resized: a tile is a
-``tile``×``tile`` window of the frame, and the stitched map has the frame's own size, so regions
+pixels; cut into tiles, the model sees it at full resolution. Without zoom nothing is resized: a
+tile is a ``tile``×``tile`` window of the frame, and the stitched map has the frame's own size, so regions
 are in original pixels by construction. A frame (or a side) smaller than a tile is mirrored up to
 the tile and only its own part of the map is kept.
 
@@ -14,6 +14,11 @@ tile borders (where the network sees least context) count least, and a map that 
 overlaps (a constant, a ramp) comes back unchanged. Because the window is separable and the grid
 is a product of two sets of positions, the normaliser is the outer product of two 1-D sums: one
 frame-sized float32 buffer is all the stitching holds.
+
+``zoom`` > 1 magnifies: each window is ``tile / zoom`` frame pixels, enlarged (bilinear) to the
+``tile``×``tile`` input, and its map is brought back down (area mean) before stitching. A defect of
+a few pixels then spans ``zoom``² as many cells of the teacher's finest features, for ``zoom``² as
+many tiles a frame. Positions, overlap and regions stay in frame pixels.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 #: Frames with at least this many times the model input's pixels are tiled when a fit chooses
@@ -30,6 +36,7 @@ import numpy as np
 #: below line-camera frames (5-20 MP).
 AUTO_TILE_FACTOR = 64
 MIN_TILE = 32
+MIN_WINDOW = 16
 
 
 @dataclass(frozen=True)
@@ -45,38 +52,62 @@ class Tile:
 
 @dataclass(frozen=True)
 class Tiling:
+    """``tile``: the model input's side (px); ``overlap``: frame pixels neighbouring windows share;
+    ``zoom``: how many times a window of the frame is enlarged to the input (1: not at all)."""
+
     tile: int
     overlap: int
+    zoom: int = 1
 
     def __post_init__(self) -> None:
         if self.tile < MIN_TILE:
             raise ValueError(f"tile side must be at least {MIN_TILE} px, got {self.tile}")
-        if not 0 <= self.overlap <= self.tile // 2:
-            raise ValueError(f"overlap must be in [0, tile/2], got {self.overlap} for a {self.tile} px tile")
+        if self.zoom < 1 or self.tile % self.zoom or self.side < MIN_WINDOW:
+            raise ValueError(f"zoom must divide the {self.tile} px tile into windows of at least {MIN_WINDOW} px, "
+                             f"got {self.zoom}")
+        if not 0 <= self.overlap <= self.side // 2:
+            raise ValueError(f"overlap must be in [0, window/2], got {self.overlap} for a {self.side} px window")
+
+    @property
+    def side(self) -> int:
+        """A window's side in frame pixels."""
+        return self.tile // self.zoom
 
     def starts(self, length: int) -> list[int]:
-        """Tile offsets along one side (one tile at 0 when the side is not longer than a tile)."""
-        if length <= self.tile:
+        """Window offsets along one side (one window at 0 when the side is not longer than one)."""
+        side = self.side
+        if length <= side:
             return [0]
-        n = math.ceil((length - self.overlap) / (self.tile - self.overlap))
+        n = math.ceil((length - self.overlap) / (side - self.overlap))
         n = max(n, 2)
-        return [round(i * (length - self.tile) / (n - 1)) for i in range(n)]
+        return [round(i * (length - side) / (n - 1)) for i in range(n)]
 
     def grid(self, hw: tuple[int, int]) -> list[Tile]:
         h, w = hw
-        th, tw = min(self.tile, h), min(self.tile, w)
+        th, tw = min(self.side, h), min(self.side, w)
         return [Tile(y, x, th, tw) for y in self.starts(h) for x in self.starts(w)]
 
     def count(self, hw: tuple[int, int]) -> int:
         return len(self.starts(hw[0])) * len(self.starts(hw[1]))
 
     def crop(self, image: np.ndarray, t: Tile) -> np.ndarray:
-        """One tile of the frame, ``tile``×``tile`` (mirrored up where the frame is smaller)."""
+        """One tile of the frame at the input's ``tile``×``tile`` (mirrored up where the frame is
+        smaller than a window; enlarged ``zoom`` times)."""
+        side = self.side
         crop = image[t.y:t.y + t.h, t.x:t.x + t.w]
-        if t.h < self.tile or t.w < self.tile:
-            pad = [(0, self.tile - t.h), (0, self.tile - t.w)] + [(0, 0)] * (image.ndim - 2)
+        if t.h < side or t.w < side:
+            pad = [(0, side - t.h), (0, side - t.w)] + [(0, 0)] * (image.ndim - 2)
             crop = np.pad(crop, pad, mode="symmetric")
+        if self.zoom > 1:
+            crop = cv2.resize(crop, (self.tile, self.tile), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(crop)
+
+    def frame_part(self, tile_map: np.ndarray, t: Tile) -> np.ndarray:
+        """The part of a tile's map (at the input's size) that covers its window of the frame."""
+        m = np.asarray(tile_map, np.float32)
+        if self.zoom > 1:
+            m = cv2.resize(m, (self.side, self.side), interpolation=cv2.INTER_AREA)
+        return m[:t.h, :t.w]
 
     def cut(self, image: np.ndarray) -> tuple[list[np.ndarray], list[Tile]]:
         """The frame's tiles and where they lie."""
@@ -92,7 +123,7 @@ class Tiling:
         return np.clip(ramp, 1e-3, 1.0).astype(np.float32)
 
     def stitch(self, maps: Sequence[np.ndarray] | np.ndarray, tiles: Sequence[Tile], hw: tuple[int, int]) -> np.ndarray:
-        """One float32 map of the frame from its tiles' maps (each at least the tile's h×w)."""
+        """One float32 map of the frame from its tiles' maps (each at the input's size)."""
         h, w = hw
         out = np.zeros((h, w), np.float32)
         wy_sum = np.zeros(h, np.float32)
@@ -100,7 +131,7 @@ class Tiling:
         ys, xs = {}, {}
         for t, m in zip(tiles, maps):
             wy, wx = self.window(t.h), self.window(t.w)
-            out[t.y:t.y + t.h, t.x:t.x + t.w] += np.asarray(m, np.float32)[:t.h, :t.w] * np.outer(wy, wx)
+            out[t.y:t.y + t.h, t.x:t.x + t.w] += self.frame_part(m, t) * np.outer(wy, wx)
             ys[t.y] = (t.h, wy)
             xs[t.x] = (t.w, wx)
         for y, (th, wy) in ys.items():

@@ -97,7 +97,6 @@ class Worker:
         verdicts: VerdictSink,
         dead_letters: DeadLetterSink,
         heatmaps: HeatmapCache | None,
-        consumer_factory: Callable[[], KafkaConsumer] | None = None,
     ) -> None:
         self.s = settings
         self.metrics = metrics
@@ -105,7 +104,6 @@ class Worker:
         self.verdicts = verdicts
         self.dead_letters = dead_letters
         self.heatmaps = heatmaps
-        self._consumer_factory = consumer_factory or self._make_consumer
         self.log = structlog.get_logger("inspector.runtime.worker").bind(worker_id=settings.worker_id)
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.batcher: MicroBatcher[Frame] = MicroBatcher(
@@ -178,7 +176,7 @@ class Worker:
             self._stop.wait(1.0)
 
     def run(self) -> int:
-        consumer = self._consumer = self._consumer_factory()
+        consumer = self._consumer = self._make_consumer()
         self._await_topic(consumer)
         consumer.subscribe([self.s.frames_topic], listener=_Listener(self))
         self._infer_thread.start()

@@ -204,3 +204,63 @@ def test_fit_tile_option_parses():
     assert _tile_arg("auto") == "auto" and _tile_arg("off") is None and _tile_arg("256") == 256
     with pytest.raises(SystemExit):
         _tile_arg("big")
+
+
+# ---------------------------------------------------------------------------------------------
+# zoom: windows of tile/zoom frame pixels enlarged to the input
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hw", SIZES)
+def test_zoomed_windows_are_enlarged_to_the_input_and_stitch_back_to_the_frame(hw):
+    """A zoomed tile is its window enlarged to the input; an engine that returned its input as the
+    map would give the frame back (a constant exactly, a ramp up to the half-pixel border of the
+    enlargement), in frame pixels."""
+    t = Tiling(64, 4, zoom=2)
+    assert t.side == 32
+    ramp = _ramp(hw)
+    tiles, grid = t.cut(ramp)
+    assert all(tile.shape == (64, 64) for tile in tiles) and len(tiles) == t.count(hw)
+    assert all(g.h <= 32 and g.w <= 32 for g in grid)
+    np.testing.assert_allclose(t.stitch([np.full((64, 64), 2.5, np.float32)] * len(grid), grid, hw), 2.5, rtol=1e-6)
+    back = t.stitch(tiles, grid, hw)
+    assert back.shape == hw
+    np.testing.assert_allclose(back, ramp, atol=0.3125 + 1e-4)  # 1/8 of a pixel step on each axis (0.5 + 2) at the frame border
+    if min(hw) >= 40:  # away from the border the enlargement and the area mean undo each other
+        assert np.mean(np.abs(back[1:-1, 1:-1] - ramp[1:-1, 1:-1])) < 0.05
+
+
+def test_zoom_multiplies_the_tiles_of_a_frame_and_bad_zooms_are_refused():
+    hw = (2048, 2448)
+    plain, zoomed = Tiling(256, 32), Tiling(256, 16, zoom=2)
+    assert zoomed.side == 128 and 3.5 < zoomed.count(hw) / plain.count(hw) < 4.5
+    for bad in (dict(tile=64, overlap=8, zoom=3), dict(tile=64, overlap=2, zoom=8), dict(tile=64, overlap=20, zoom=2),
+                dict(tile=64, overlap=4, zoom=0)):
+        with pytest.raises(ValueError):
+            Tiling(**bad)
+
+
+def test_the_manifest_keeps_the_zoom_and_older_manifests_have_none():
+    from inspector.model.checkpoint import TilingSpec
+
+    assert TilingSpec.model_validate({"tile": 64, "overlap": 8}).zoom == 1
+    with pytest.raises(ValueError):
+        TilingSpec.model_validate({"tile": 64, "overlap": 8, "zoom": 0})
+
+
+def test_a_zoomed_tiled_model_trains_and_serves_frames_in_their_own_pixels(tiled_data, tmp_path):
+    from trainer.fit import FitConfig, fit
+
+    summary = fit(FitConfig(data=tiled_data, out=tmp_path / "zoomed", method="rd", image_size=64, tile=64, zoom=2,
+                            epochs=1, seed=0, progress=False, name="zoomed", val_fraction=0.3))
+    m = read_manifest(summary["checkpoint"])
+    assert (m.tiling.tile, m.tiling.overlap, m.tiling.zoom) == (64, 4, 2) and m.input_geometry().hw == (64, 64)
+    engine = load_engine(summary["checkpoint"], "cpu", EngineOptions(max_tiles=64))
+    assert engine.tiling.side == 32 and engine.units(TILED_HW) == Tiling(64, 4, zoom=2).count(TILED_HW)
+    assert engine.units(TILED_HW) > Tiling(64, 8).count(TILED_HW)
+    frame = np.random.default_rng(1).integers(0, 255, (*TILED_HW, 3), dtype=np.uint8)
+    maps, scores = engine.frame_maps([frame])
+    (o,) = engine.infer([frame])
+    assert maps[0].shape == TILED_HW and np.isclose(scores[0], o.score, rtol=1e-4)
+    assert np.isfinite(o.score) and o.mask.shape == fit_to_aspect(TILED_HW, engine.mask_size)
+    for r in o.regions:
+        assert 0 <= r.x0 < r.x1 <= TILED_HW[1] and 0 <= r.y0 < r.y1 <= TILED_HW[0]

@@ -103,6 +103,7 @@ def _fit_config(settings: TrainerSettings, model: str, work: Path, live: Path | 
         resize=ref.input_geometry().resize if ref else "pad",
         tile=(ref.tiling.tile if ref.tiling else None) if ref else "auto",
         overlap=ref.tiling.overlap if ref and ref.tiling else None,
+        zoom=ref.tiling.zoom if ref and ref.tiling else 1,
         score_mode=ref.score_mode if ref else "max", topk_fraction=ref.topk_fraction if ref else 0.01,
         loss=ref.loss if ref else "map",
         target_frr=ref.target_frr if ref else settings.target_frr,

@@ -13,38 +13,16 @@ default is torch + bf16 autocast + channels-last (not measured here: no GPU was 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from inspector.engine.capabilities import bf16_supported, onnx_available
-from inspector.engine.options import EngineOptions
+from inspector.engine.options import BACKENDS, PRECISIONS, EngineOptions, ExecutionPlan
 
-Backend = Literal["torch", "onnx"]
-Precision = Literal["fp32", "bf16"]
+__all__ = ["BACKENDS", "PRECISIONS", "ExecutionPlan", "Runner", "bucket", "buckets", "resolve_plan"]
+
 #: normalised batch (B,3,H,W) → (maps (B,H,W), scores (B,)), both float32 on the batch's device
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-BACKENDS = ("auto", "torch", "onnx")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class ExecutionPlan:
-    """One concrete way of running the model (all fields decided, nothing "auto")."""
-
-    backend: Backend = "torch"
-    precision: Precision = "fp32"
-    channels_last: bool = False
-    fuse: bool = True  # fold batch norms, static padding (exact rewrites; torch backend only)
-    compile: bool = False  # torch.compile (inductor), one graph per batch size
-
-    def describe(self) -> str:
-        if self.backend == "onnx":
-            return "onnx-fp32"
-        parts = ["torch", self.precision] + (["cl"] if self.channels_last else []) + \
-            (["fused"] if self.fuse else []) + (["compiled"] if self.compile else [])
-        return "-".join(parts)
 
 
 def resolve_plan(device: torch.device, options: EngineOptions = EngineOptions(),

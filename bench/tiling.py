@@ -156,6 +156,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--zoom", type=int, nargs="*", default=[2],
                    help="also train and score tiled models whose windows are enlarged this many times (none: skip)")
+    p.add_argument("--zoom-epochs", type=int, default=None,
+                   help="epochs of the zoomed models (default: as many training samples as the plain tiled model)")
     args = p.parse_args()
 
     from inspector.engine.engine import load_engine
@@ -184,6 +186,8 @@ def main() -> int:
             epochs = args.epochs
         elif tile is None:
             epochs = max(args.epochs, round(samples / max(1, frames_trained)))
+        elif zoom > 1 and args.zoom_epochs:
+            epochs = args.zoom_epochs
         else:
             per_frame = Tiling(tile, tile // zoom // 8, zoom).count(HW)
             epochs = max(1, round(samples / max(1, frames_trained * per_frame)))

@@ -22,7 +22,6 @@ import torch
 
 from inspector.contracts.decode import read_image
 from inspector.engine.engine import EngineOptions, load_engine
-from inspector.model.nets.discrepancy import image_scores
 from inspector.model.preprocess import prepare_batch
 from trainer.data import load_sample, resize_mask, scan_dataset, split_train_val
 from trainer.evaluate import to_grid
@@ -54,10 +53,12 @@ def all_parts(model, images, m, batch=16):
     return {k: torch.cat(v) for k, v in acc.items()}
 
 
-def combine(model, parts, names, mode, valid=None):
+def combine(model, parts, names, mode, valid=None, memory_weight=None):
     cfg = model.config
     rule = {"score_mode": "topk", "topk_fraction": 0.05} if mode == "topk5" else \
         {"score_mode": mode, "topk_fraction": 0.01}
+    if memory_weight is not None:
+        rule["memory_weight"] = memory_weight
     if names == ("student",):
         model.config = replace(cfg, memory_bank_size=0, gaussian=False, **rule)
     else:
@@ -110,6 +111,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--memory-weights", default="0,0.25,0.5,0.75,1", metavar="W,W",
+                    help="add a row of the whole model for each of these memory weights (the memory map's "
+                         "share of the heatmap; the checkpoint's own is in the rows above)")
     ap.add_argument("--memory-levels", nargs="*", default=[], metavar="L,L",
                     help="also refit the memory bank at these teacher levels (e.g. 1,2) and add rows")
     args = ap.parse_args()
@@ -146,11 +150,17 @@ def main() -> None:
         rows_spec.insert(3, (f"patch memory alone, levels {spec}", (key,), "max", "empirical"))
         rows_spec.insert(len(rows_spec), (f"students + memory {spec} + Gaussian", ("student", key, "gaussian"),
                                           "max", "auto"))
+    weighing = {r["memory_weight"]: r["separation"] for r in m.metrics.get("memory_weighing", [])}
+    for w in (float(x) for x in args.memory_weights.split(",") if x):
+        painted = f", painted separation {weighing[w]:.3f}" if w in weighing else ""
+        rows_spec.append((f"students + memory + Gaussian, memory weight {w:g}{painted}",
+                          ("student", "memory", "gaussian"), "max", "auto", w))
     rows = []
-    for name, names, mode, calibration in rows_spec:
-        _, val_scores = combine(model, val, names, mode, val_valid)
+    for name, names, mode, calibration, *weight in rows_spec:
+        w = weight[0] if weight else None
+        _, val_scores = combine(model, val, names, mode, val_valid, w)
         thr, cal = calibrate_threshold(val_scores.numpy(), m.target_frr, calibration)
-        maps, scores = combine(model, test, names, mode, test_valid)
+        maps, scores = combine(model, test, names, mode, test_valid, w)
         scores = scores.numpy()
         if maps is not None:  # each frame's part of its map on the evaluation grid (trainer.evaluate)
             maps = np.stack([to_grid(geometry.frame_map(mp, p), geometry.hw) for mp, p in zip(maps.numpy(), placements)])
@@ -161,13 +171,15 @@ def main() -> None:
                      "false_reject_rate": float(np.mean(scores[~labels] >= thr)),
                      "defect_recall": float(np.mean(scores[labels] >= thr)),
                      "recall_at_2pct_frr": recall_at(scores, labels, 0.02),
-                     "per_type": {t: r["image_auroc"] for t, r in res["per_type"].items()}})
+                     "per_type": {t: r["image_auroc"] for t, r in res["per_type"].items()},
+                     "pixel_per_type": {t: r["pixel_auroc"] for t, r in res["per_type"].items() if "pixel_auroc" in r}})
         held = [rows[-1]["per_type"][t] for t in HELD_IN if t in rows[-1]["per_type"]]
         rows[-1]["held_in_mean"] = float(np.mean(held)) if held else None
         print(json.dumps(rows[-1]), flush=True)
     types_seen = sorted(rows[0]["per_type"])
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"\n{m.method} ({m.variant or '-'}), {m.teacher}, {geometry.describe()}, best epoch "
+    print(f"\n{m.method} ({m.variant or '-'}), {m.teacher}, {geometry.describe()}, memory weight "
+          f"{model.config.memory_weight:g}, best epoch "
           f"{m.metrics.get('best_epoch')}; fit: train {m.training.get('train_seconds')} s + signals "
           f"{m.training.get('signals_seconds')} s; target false-reject rate {m.target_frr:.3%}\n")
     print("| parts | image AUROC | pixel AUROC | AUPRO | false rejects | recall | recall at 2 % false rejects* | "
@@ -178,6 +190,13 @@ def main() -> None:
               f"{r['false_reject_rate']:.1%} | {r['defect_recall']:.1%} | {r['recall_at_2pct_frr']:.1%} | "
               f"{fmt(r['held_in_mean'])} | "
               + " | ".join(fmt(r["per_type"][t]) for t in types_seen) + " |")
+    pixel_types = [t for t in types_seen if any(r["pixel_per_type"].get(t) is not None for r in rows)]
+    print("\n| parts | pixel AUROC | " + " | ".join(f"{t} pixel AUROC" for t in pixel_types) + " |")
+    print("|---|---|" + "---|" * len(pixel_types))
+    for r in rows:
+        if r["pixel_auroc"] is not None:
+            print(f"| {r['row']} | {fmt(r['pixel_auroc'])} | "
+                  + " | ".join(fmt(r["pixel_per_type"].get(t)) for t in pixel_types) + " |")
     print("\nfalse rejects and recall: on the test set at the threshold each row calibrates on the validation "
           "normals; *: at the threshold that rejects 2 % of the test set's good images (reference only); "
           f"**: mean image AUROC over {', '.join(HELD_IN)}, the types choices are made on.")

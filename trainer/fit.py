@@ -14,7 +14,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from . import distributed
 from .anomalies import paint
 from .data import data_fingerprint, scan_dataset, split_train_val
 from .metrics import calibrate_threshold, score_stats
-from .signals import DEFAULT_CORESET_FRACTION, fit_signals, fusion_config
+from .signals import DEFAULT_CORESET_FRACTION, all_components, choose_memory_weight, fit_signals, fusion_config
 
 
 
@@ -77,6 +77,7 @@ class FitConfig:
     topk_fraction: float = 0.01
     memory_bank: bool = True  # fuse a patch memory bank of teacher features (inspector.model.nets.signals)
     coreset_fraction: float = DEFAULT_CORESET_FRACTION
+    memory_weight: float | str = "auto"  # the memory map's share of the heatmap; auto: chosen on painted anomalies
     global_gaussian: bool = True  # fuse the global Gaussian of pooled teacher statistics
     device: str | None = None
     amp: bool = True
@@ -263,6 +264,39 @@ def painted_inputs(model: DiscrepancyModel, xb: torch.Tensor, tf: list[torch.Ten
 
 
 @torch.no_grad()
+def _check_memory_weight(value: float | str) -> None:
+    if value == "auto":
+        return
+    if isinstance(value, str) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"memory_weight must be 'auto' or a share in [0, 1], got {value!r}")
+
+
+def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_syn: torch.Tensor | None,
+               syn_masks: torch.Tensor | None, valid_val: torch.Tensor | None, spec, device, log) -> list[dict] | None:
+    """Set the fitted model's memory weight (``ModelConfig.memory_weight``): the configured share,
+    or with ``auto`` the one that best separates synthetic anomalies painted on the validation
+    normals (``trainer.signals.choose_memory_weight``; painted here when the epoch was chosen by
+    the loss). Returns every candidate's measures for the manifest, or None when nothing was weighed."""
+    if model.memory is None:
+        return None
+    if cfg.memory_weight != "auto":
+        model.config = replace(model.config, memory_weight=float(cfg.memory_weight))
+        return None
+    if len(x_val) < 2:  # painting borrows content from another normal
+        log.warning("memory_weight_default", reason="synthetic anomalies need at least 2 validation images",
+                    memory_weight=model.config.memory_weight)
+        return None
+    if x_syn is None:
+        painted, syn_masks, _ = paint(unnormalize(x_val, spec.mean, spec.std), seed=cfg.seed, valid=valid_val)
+        x_syn = normalize(painted, spec.mean, spec.std)
+    weight, table = choose_memory_weight(model, all_components(model, x_val, device),
+                                         all_components(model, x_syn, device), syn_masks, valid_val)
+    model.config = replace(model.config, memory_weight=weight)
+    log.info("memory_weight_chosen", memory_weight=weight,
+             separation={r["memory_weight"]: round(r["separation"], 4) for r in table})
+    return [{k: round(v, 4) for k, v in r.items()} for r in table]
+
+
 def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32,
                   valid: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Image scores and map maxima of normal images (over each frame's part of its input, as the
@@ -346,6 +380,7 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
 
 
 def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> dict[str, Any]:
+    _check_memory_weight(cfg.memory_weight)
     out = Path(cfg.out)
     index = scan_dataset(cfg.data)
     paths = list(index.train_paths) + [Path(p) for p in cfg.extra_train_paths]
@@ -500,6 +535,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                         memory=cfg.memory_bank, gaussian=cfg.global_gaussian and tiling is None,
                         coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log,
                         valid_train=valid_train, valid_val=valid_val)
+    weighing = weigh_maps(cfg, model, x_val, x_syn, syn_masks, valid_val, spec, device, log)
     signals_seconds = time.perf_counter() - t_signals
     if tiling is None:
         scores, peaks = normal_scores(model, x_val, device, valid=valid_val)
@@ -522,7 +558,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         loss=cfg.loss, threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
         signals=signals, region_threshold=region_threshold, calibration=calibration,
         metrics={"val_loss": best["val"], "best_epoch": best["epoch"], "val_images": len(scores),
-                 "selection": selection,
+                 "selection": selection, **({"memory_weighing": weighing} if weighing else {}),
                  "val_false_reject_rate": float(np.mean(scores >= threshold))},
         data_fingerprint=data_fingerprint(train_paths + val_paths),
         training={"epochs": cfg.epochs, "batch_size": bs, "lr": cfg.lr, "betas": list(cfg.betas), "seed": cfg.seed,
@@ -543,4 +579,5 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
             "variant": manifest.variant, "teacher": cfg.teacher, "threshold": threshold,
             "best_epoch": best["epoch"], "val_loss": best["val"], "train_seconds": round(train_seconds, 1),
             "signals_seconds": round(signals_seconds, 1), "calibration": calibration["method"],
+            **({"memory_weight": model.config.memory_weight} if model.memory is not None else {}),
             "train_images": n, "skipped_images": len(skipped)}

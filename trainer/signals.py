@@ -155,6 +155,61 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
     return fused
 
 
+MEMORY_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # the candidates ``choose_memory_weight`` tries
+
+
+@torch.no_grad()
+def all_components(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32) -> dict[str, torch.Tensor]:
+    """``model.components`` of a whole (N,3,H,W) set, on the CPU."""
+    model.eval()
+    acc: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(x), batch):
+        for name, v in model.components(x[i:i + batch].to(device)).items():
+            acc.setdefault(name, []).append(v.float().cpu())
+    return {k: torch.cat(v) for k, v in acc.items()}
+
+
+def fusion_separation(model: DiscrepancyModel, clean: dict[str, torch.Tensor], painted: dict[str, torch.Tensor],
+                      masks: torch.Tensor, valid: torch.Tensor | None, memory_weight: float) -> dict[str, float]:
+    """How well the fused model, with this memory weight, tells normals (``clean``: their
+    ``components``) from the same normals with synthetic anomalies painted on (``painted``; ``masks``
+    where the paint is): image AUROC of the fused score and pixel AUROC of the fused map over the
+    frames' pixels, and their mean (the same measure that picks the training epoch)."""
+    from .metrics import image_auroc, pixel_auroc
+
+    cfg = model.config
+    model.config = replace(cfg, memory_weight=memory_weight)
+    try:
+        _, s_clean = model.fuse(clean, valid)
+        maps, s_painted = model.fuse(painted, valid)
+    finally:
+        model.config = cfg
+    where = torch.ones_like(masks) if valid is None else valid
+    img = image_auroc(torch.cat([s_clean, s_painted]).numpy(), np.r_[np.zeros(len(s_clean), bool), np.ones(len(s_painted), bool)])
+    pix = pixel_auroc(maps[where].numpy(), masks[where].numpy())
+    return {"image_auroc": img, "pixel_auroc": pix, "separation": (img + pix) / 2}
+
+
+def choose_memory_weight(model: DiscrepancyModel, clean: dict[str, torch.Tensor], painted: dict[str, torch.Tensor],
+                         masks: torch.Tensor, valid: torch.Tensor | None = None,
+                         candidates: tuple[float, ...] = MEMORY_WEIGHTS,
+                         margin: float = 0.005) -> tuple[float, list[dict[str, float]]]:
+    """The memory map's share of the heatmap that best separates synthetic anomalies (``painted``:
+    the ``components`` of the validation normals with anomalies painted on where ``masks`` says)
+    from the clean normals (``clean``), and every candidate's measures. How far the students' map
+    and the patch memory can each be trusted depends on the surface (on a variable texture the
+    students' map is the noisier one); painted anomalies measure it without a real defect. The
+    equal mix, the rule before the weight was chosen, stays unless another candidate separates
+    better by more than ``margin`` (a few painted images more or less make that much difference);
+    ties among the others go to the candidate nearest 1/2."""
+    table = [{"memory_weight": w, **fusion_separation(model, clean, painted, masks, valid, w)} for w in candidates]
+    best = max(table, key=lambda r: (round(r["separation"], 4), -abs(r["memory_weight"] - 0.5)))
+    equal = next((r for r in table if r["memory_weight"] == 0.5), None)
+    if equal is not None and best["separation"] - equal["separation"] <= margin:
+        return 0.5, table
+    return best["memory_weight"], table
+
+
 def _positive_mean(v: np.ndarray, name: str) -> float:
     m = float(np.mean(v))
     if not math.isfinite(m) or m <= 0:
@@ -168,4 +223,4 @@ def fusion_config(cfg: ModelConfig) -> dict | None:
         return None
     return {"memory_bank_size": cfg.memory_bank_size, "memory_levels": list(cfg.memory_levels),
             "memory_pool": cfg.memory_pool, "gaussian": cfg.gaussian, "student_scale": cfg.student_scale,
-            "memory_scale": cfg.memory_scale, "gaussian_scale": cfg.gaussian_scale}
+            "memory_scale": cfg.memory_scale, "gaussian_scale": cfg.gaussian_scale, "memory_weight": cfg.memory_weight}

@@ -75,6 +75,8 @@ class Signals(BaseModel):
     student_scale: float = Field(1.0, gt=0)
     memory_scale: float = Field(1.0, gt=0)
     gaussian_scale: float = Field(1.0, gt=0)
+    memory_weight: float = Field(0.5, ge=0, le=1, description="the memory map's share of the heatmap, the "
+                                 "students' map has the rest (0.5 in checkpoints written before it was chosen)")
 
 
 class InputGeometry(BaseModel):

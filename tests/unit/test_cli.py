@@ -61,3 +61,11 @@ def test_refused_checkpoint_is_a_clear_error(checkpoint_copy, tmp_path):
     assert out["error"] == "checkpoint_refused" and "sha256" in out["message"]
     proc = run("trainer.cli", "evaluate", "--checkpoint", str(checkpoint_copy), "--data", str(tmp_path), check=False)
     assert proc.returncode == 2 and json.loads(proc.stdout.strip().splitlines()[-1])["error"] == "CheckpointError"
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "most"])
+def test_trainer_fit_refuses_a_memory_weight_outside_zero_to_one(value, synthetic_data, tmp_path):
+    proc = run("trainer.cli", "fit", "--data", str(synthetic_data), "--out", str(tmp_path / "c"),
+               "--memory-weight", value, check=False)
+    assert proc.returncode != 0 and "--memory-weight" in proc.stderr
+    assert not (tmp_path / "c").exists()

@@ -245,3 +245,84 @@ def test_scores_read_the_frames_part_of_a_padded_input(tiny_checkpoint):
         assert torch.allclose(got, want, atol=1e-5), mode
         assert torch.allclose(got[3], whole[3], atol=1e-5)  # nothing padded: unchanged
         assert not torch.allclose(got[:3], whole[:3])  # padded: the border is not scored
+
+
+# ----------------------------------------------------------------------------- the maps' weights
+
+
+def test_memory_weight_mixes_the_two_maps_linearly(tiny_checkpoint):
+    from dataclasses import replace
+
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch"))
+    model, m = engine.model, engine.manifest
+    images = [make_image("spot", size=128, seed=0, index=960 + i)[0] for i in range(3)]
+    parts = model.components(prepare_batch(images, m.image_size, m.mean, m.std))
+    cfg = model.config
+    student, memory = parts["student"] / cfg.student_scale, parts["memory"] / cfg.memory_scale
+    for w in (0.0, 0.3, 1.0):
+        model.config = replace(cfg, memory_weight=w)
+        maps, _ = model.fuse(parts)
+        torch.testing.assert_close(maps, (1 - w) * student + w * memory)
+    model.config = cfg
+
+
+def test_the_chosen_weight_follows_the_map_that_sees_the_paint(tiny_checkpoint):
+    """Hand-made parts: one map marks the painted pixels, the other is noise; the chooser must
+    give the heatmap to the map that sees the paint, whichever part that is."""
+    from trainer.signals import MEMORY_WEIGHTS, choose_memory_weight
+
+    model = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch")).model
+    g = torch.Generator().manual_seed(0)
+    n, h, w = 12, 32, 32
+    masks = torch.zeros(n, h, w, dtype=torch.bool)
+    masks[:, 8:16, 8:16] = True
+    noise = lambda: torch.rand(n, h, w, generator=g)  # noqa: E731
+    gauss = torch.ones(n)
+    cfg = model.config
+    for seeing, blind, expect in (("memory", "student", lambda x: x > 0.5), ("student", "memory", lambda x: x < 0.5)):
+        clean = {seeing: noise() * getattr(cfg, f"{seeing}_scale"), blind: noise() * getattr(cfg, f"{blind}_scale"),
+                 "gaussian": gauss * cfg.gaussian_scale}
+        painted = {seeing: (noise() + 3.0 * masks) * getattr(cfg, f"{seeing}_scale"),
+                   blind: noise() * 4.0 * getattr(cfg, f"{blind}_scale"), "gaussian": gauss * cfg.gaussian_scale}
+        weight, table = choose_memory_weight(model, clean, painted, masks)
+        assert [r["memory_weight"] for r in table] == list(MEMORY_WEIGHTS)
+        assert expect(weight), (seeing, weight, table)
+        assert max(r["separation"] for r in table) == next(r["separation"] for r in table if r["memory_weight"] == weight)
+        assert choose_memory_weight(model, clean, painted, masks, margin=1.0)[0] == 0.5  # the equal mix stays
+    assert model.config == cfg  # trying candidates leaves the model as it was
+
+
+def test_the_fit_records_its_chosen_memory_weight(tiny_checkpoint):
+    from trainer.signals import MEMORY_WEIGHTS
+
+    m = read_manifest(tiny_checkpoint)
+    table = m.metrics["memory_weighing"]
+    assert [r["memory_weight"] for r in table] == list(MEMORY_WEIGHTS)
+    assert m.signals.memory_weight in MEMORY_WEIGHTS
+    best = max(r["separation"] for r in table)
+    chosen = next(r for r in table if r["memory_weight"] == m.signals.memory_weight)
+    equal = next(r for r in table if r["memory_weight"] == 0.5)
+    if m.signals.memory_weight == 0.5:  # kept unless another weight is clearly better
+        assert best - equal["separation"] <= 0.005
+    else:
+        assert chosen["separation"] == pytest.approx(best, abs=1e-4) and best - equal["separation"] > 0.005
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch"))
+    assert engine.model.config.memory_weight == m.signals.memory_weight
+
+
+def test_a_given_memory_weight_is_kept_and_nothing_is_weighed(synthetic_data, tmp_path):
+    fit(FitConfig(data=synthetic_data, out=tmp_path / "w", image_size=32, epochs=1, progress=False,
+                  max_train_images=16, memory_weight=0.2))
+    m = read_manifest(tmp_path / "w")
+    assert m.signals.memory_weight == pytest.approx(0.2) and "memory_weighing" not in m.metrics
+    with pytest.raises(ValueError, match="memory_weight"):
+        fit(FitConfig(data=synthetic_data, out=tmp_path / "bad", image_size=32, epochs=1, progress=False,
+                      max_train_images=16, memory_weight=1.5))
+
+
+def test_a_manifest_written_before_the_weight_fuses_the_maps_equally():
+    from inspector.model.checkpoint import Signals
+
+    assert Signals(memory_bank_size=4, gaussian=True).memory_weight == 0.5
+    with pytest.raises(ValueError):
+        Signals(memory_bank_size=4, memory_weight=1.2)

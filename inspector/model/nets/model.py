@@ -5,11 +5,13 @@ Without signals the map is the students' discrepancy map and the score its maxim
 mean), as in RD4AD. With signals (``inspector.model.nets.signals``) every part is divided by its mean
 image score on held-out validation normals, so that each contributes about 1 on a normal part:
 
-    heatmap = mean of (student map / student_scale, memory map / memory_scale)
+    heatmap = (1 − w) · student map / student_scale + w · memory map / memory_scale
     score   = mean of (top-k mean of heatmap, global distance / gaussian_scale)
 
 so a normal part scores about 1 whatever the teacher or the image size, and no part can drown the
-others by its units alone.
+others by its units alone. The memory weight ``w`` is 1/2 unless the fit chose it (``trainer fit
+--memory-weight auto``: the weight that best separates synthetic anomalies painted on the
+validation normals, since how much each map can be trusted depends on the surface).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ModelConfig:
     student_scale: float = 1.0  # fusion normalisers (mean validation-normal score of each part)
     memory_scale: float = 1.0
     gaussian_scale: float = 1.0
+    memory_weight: float = 0.5  # the memory map's share of the heatmap (the students' is the rest)
 
     @property
     def fused(self) -> bool:
@@ -117,7 +120,8 @@ class DiscrepancyModel(nn.Module):
             maps = parts["student"]
             return maps, image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
         scaled = [parts[name] / getattr(cfg, f"{name}_scale") for name in ("student", "memory") if name in parts]
-        maps = scaled[0] if len(scaled) == 1 else (scaled[0] + scaled[1]) / 2.0
+        w = cfg.memory_weight
+        maps = scaled[0] if len(scaled) == 1 else (1.0 - w) * scaled[0] + w * scaled[1]
         scores = image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
         if "gaussian" in parts:
             scores = (scores + parts["gaussian"] / cfg.gaussian_scale) / 2.0

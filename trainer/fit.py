@@ -263,7 +263,14 @@ def painted_inputs(model: DiscrepancyModel, xb: torch.Tensor, tf: list[torch.Ten
     return x_in, tf_in
 
 
-@torch.no_grad()
+def painted_validation(x_val: torch.Tensor, spec, seed: int,
+                       valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised validation inputs with synthetic anomalies painted on (``trainer.anomalies``)
+    and the paint's masks: what the epoch and the memory weight are chosen on."""
+    painted, masks, _ = paint(unnormalize(x_val, spec.mean, spec.std), seed=seed, valid=valid)
+    return normalize(painted, spec.mean, spec.std), masks
+
+
 def _check_memory_weight(value: float | str) -> None:
     if value == "auto":
         return
@@ -287,8 +294,7 @@ def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_s
                     memory_weight=model.config.memory_weight)
         return None
     if x_syn is None:
-        painted, syn_masks, _ = paint(unnormalize(x_val, spec.mean, spec.std), seed=cfg.seed, valid=valid_val)
-        x_syn = normalize(painted, spec.mean, spec.std)
+        x_syn, syn_masks = painted_validation(x_val, spec, cfg.seed, valid_val)
     weight, table = choose_memory_weight(model, all_components(model, x_val, device),
                                          all_components(model, x_syn, device), syn_masks, valid_val)
     model.config = replace(model.config, memory_weight=weight)
@@ -297,6 +303,7 @@ def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_s
     return [{k: round(v, 4) for k, v in r.items()} for r in table]
 
 
+@torch.no_grad()
 def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32,
                   valid: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Image scores and map maxima of normal images (over each frame's part of its input, as the
@@ -435,9 +442,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                     val_images=len(x_val))
         selection = "loss"
     if selection == "synthetic":
-        painted, syn_masks, _ = paint(unnormalize(x_val, spec.mean, spec.std), seed=cfg.seed, valid=valid_val)
-        x_syn = normalize(painted, spec.mean, spec.std)
-        del painted
+        x_syn, syn_masks = painted_validation(x_val, spec, cfg.seed, valid_val)
     n_cached = len(x_train) + len(x_val) + (len(x_syn) if x_syn is not None else 0)
     cache = cfg.cache_teacher == "yes" or (
         cfg.cache_teacher == "auto" and feature_bytes(model, n_cached, geometry.hw) < cfg.cache_limit_gb * 2**30)

@@ -278,6 +278,12 @@ def _check_memory_weight(value: float | str) -> None:
         raise ValueError(f"memory_weight must be 'auto' or a share in [0, 1], got {value!r}")
 
 
+#: Most validation units (frames, or tiles of a tiled model) the memory weight is chosen on, a
+#: seeded sample when there are more: a tiled fit has hundreds of validation tiles, and scoring
+#: them all twice and ranking their pixels once per candidate took most of its signal fitting.
+WEIGH_UNITS = 256
+
+
 def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_syn: torch.Tensor | None,
                syn_masks: torch.Tensor | None, valid_val: torch.Tensor | None, spec, device, log) -> list[dict] | None:
     """Set the fitted model's memory weight (``ModelConfig.memory_weight``): the configured share,
@@ -293,6 +299,12 @@ def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_s
         log.warning("memory_weight_default", reason="synthetic anomalies need at least 2 validation images",
                     memory_weight=model.config.memory_weight)
         return None
+    if len(x_val) > WEIGH_UNITS:
+        keep = torch.randperm(len(x_val), generator=torch.Generator().manual_seed(cfg.seed))[:WEIGH_UNITS].sort().values
+        log.info("memory_weighing_sample", units=WEIGH_UNITS, of=len(x_val))
+        x_val, valid_val = x_val[keep], None if valid_val is None else valid_val[keep]
+        if x_syn is not None:
+            x_syn, syn_masks = x_syn[keep], syn_masks[keep]
     if x_syn is None:
         x_syn, syn_masks = painted_validation(x_val, spec, cfg.seed, valid_val)
     weight, table = choose_memory_weight(model, all_components(model, x_val, device),

@@ -320,6 +320,28 @@ def test_a_given_memory_weight_is_kept_and_nothing_is_weighed(synthetic_data, tm
                       max_train_images=16, memory_weight=1.5))
 
 
+def test_the_weight_is_chosen_on_a_bounded_seeded_sample_of_validation_units(synthetic_data, tmp_path, monkeypatch):
+    import trainer.fit as fit_module
+
+    seen: list[int] = []
+    real = fit_module.choose_memory_weight
+
+    def spy(model, clean, painted, masks, valid=None, **kw):
+        seen.append(len(masks))
+        assert all(len(v) == len(masks) for v in (*clean.values(), *painted.values()))
+        return real(model, clean, painted, masks, valid, **kw)
+
+    monkeypatch.setattr(fit_module, "choose_memory_weight", spy)
+    monkeypatch.setattr(fit_module, "WEIGH_UNITS", 3)
+    outs = []
+    for run in ("a", "b"):
+        fit(FitConfig(data=synthetic_data, out=tmp_path / run, image_size=32, epochs=1, progress=False,
+                      max_train_images=16, val_fraction=0.5))
+        outs.append(read_manifest(tmp_path / run).metrics["memory_weighing"])
+    assert seen == [3, 3]  # more validation images than that: a sample of 3 was weighed
+    assert outs[0] == outs[1]  # the same sample each time (seeded)
+
+
 def test_a_manifest_written_before_the_weight_fuses_the_maps_equally():
     from inspector.model.checkpoint import Signals
 

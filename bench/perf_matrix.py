@@ -6,7 +6,7 @@ In one run:
 2. the matrix (configurations interleaved round by round at each batch size): Engine.infer images/s, ms/batch and peak extra memory against batch size, for RD
    and DSKD with every teacher whose weights are on this machine (others are listed as
    unavailable), for each execution plan (torch fp32/bf16 × channels-last × folded batch
-   norms, torch.compile with ``--compile``, ONNX Runtime);
+   norms, torch.compile with ``--compile``, ONNX Runtime, OpenVINO fp32/bf16);
 3. the headline, interleaved: the reference implementation's way (bench/perf_baseline.py: one
    image at a time, PIL/torchvision preprocessing, numpy + scipy maps) against the best
    configuration of the matrix, alternating rounds on the same images, so noise from other
@@ -42,7 +42,7 @@ from perf_baseline import ReferenceInspector
 from perf_measure import PeakRSS, flops_per_image, matmul_gflops, time_batches
 
 from inspector.engine.backends.plan import ExecutionPlan
-from inspector.engine.capabilities import bf16_supported, onnx_available
+from inspector.engine.capabilities import bf16_supported, onnx_available, openvino_available, openvino_cpu_bf16
 from inspector.engine.engine import DiscrepancyEngine, EngineOptions, load_engine
 from inspector.model.nets.teachers import TEACHERS, TeacherWeightsError, build_teacher
 
@@ -54,6 +54,8 @@ CONFIGS: dict[str, ExecutionPlan] = {
     "torch-bf16": ExecutionPlan("torch", "bf16", channels_last=False, fuse=False),
     "torch-bf16-cl-fused": ExecutionPlan("torch", "bf16", channels_last=True, fuse=True),
     "onnx-fp32": ExecutionPlan("onnx", "fp32", channels_last=False, fuse=False),
+    "openvino-fp32": ExecutionPlan("openvino", "fp32", channels_last=False, fuse=False),
+    "openvino-bf16": ExecutionPlan("openvino", "bf16", channels_last=False, fuse=False),
 }
 COMPILED: dict[str, ExecutionPlan] = {
     "torch-fp32-cl-fused-compiled": ExecutionPlan("torch", "fp32", channels_last=True, fuse=True, compile=True),
@@ -222,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     configs = {k: CONFIGS[k] for k in args.configs}
     if not onnx_available():
         configs.pop("onnx-fp32", None)
+    if not openvino_available():
+        configs = {k: v for k, v in configs.items() if v.backend != "openvino"}
+    if not openvino_cpu_bf16():
+        configs.pop("openvino-bf16", None)
     if not bf16_supported(torch.device("cpu")):
-        configs = {k: v for k, v in configs.items() if v.precision != "bf16"}
+        configs = {k: v for k, v in configs.items() if v.precision != "bf16" or v.backend == "openvino"}
     if args.compile:
         configs.update(COMPILED)
 
@@ -234,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
                         "bf16": bf16_supported(torch.device("cpu")), "onnxruntime": _ort_version(),
+                        "openvino_bf16": openvino_cpu_bf16(), "openvino": _dist_version("openvino"),
                         "images": source, "command": " ".join(sys.argv)},
         "ceiling": ceiling, "teachers": teachers, "models": {},
     }
@@ -303,6 +310,15 @@ def _ort_version() -> str | None:
 
         return onnxruntime.__version__
     except ImportError:
+        return None
+
+
+def _dist_version(dist: str) -> str | None:
+    import importlib.metadata as md
+
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
         return None
 
 

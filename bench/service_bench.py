@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logs", default=os.environ.get("TMPDIR", "/tmp"))
     p.add_argument("--out", default=None)
     p.add_argument("--plots", type=Path, default=None, help="folder for latency_cdf.png and service.json")
-    p.add_argument("--engine-backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--engine-backend", default="auto", choices=["auto", "torch", "onnx", "openvino"])
     p.add_argument("--engine-precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--torch-threads", type=int, default=None, help="INSPECTOR_TORCH_THREADS of the worker")
     args = p.parse_args(argv)

@@ -15,9 +15,9 @@ from typing import Literal
 #: Tiles per engine call by default (``INSPECTOR_MAX_TILES_PER_CALL``).
 MAX_TILES_PER_CALL = 64
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["torch", "onnx", "openvino"]
 Precision = Literal["fp32", "bf16"]
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -32,8 +32,8 @@ class ExecutionPlan:
     compile: bool = False  # torch.compile (inductor), one graph per batch size
 
     def describe(self) -> str:
-        if self.backend == "onnx":
-            return "onnx-fp32"
+        if self.backend in ("onnx", "openvino"):
+            return f"{self.backend}-{self.precision}"
         parts = ["torch", self.precision] + (["cl"] if self.channels_last else []) + \
             (["fused"] if self.fuse else []) + (["compiled"] if self.compile else [])
         return "-".join(parts)
@@ -45,7 +45,7 @@ class EngineOptions:
     ``channels_last`` ``None`` leave the choice to the engine (``backends.select``); ``plan`` sets
     the whole execution plan at once (benchmarks, tests) and is never swapped for a fallback."""
 
-    backend: Literal["auto", "torch", "onnx"] = "auto"
+    backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool | None = None
     compile: bool = False

@@ -163,14 +163,17 @@ class Settings(KafkaConnectionSettings):
         description="Intra-op threads for CPU inference (default: torch's). On small CPU boxes 1 avoids "
         "oversubscription with the decode threads.",
     )
-    engine_backend: Literal["auto", "torch", "onnx"] = Field(
+    engine_backend: Literal["auto", "torch", "onnx", "openvino"] = Field(
         "auto",
-        description="How models run: auto = the measured best for the device (CPU: ONNX Runtime when "
-        "installed, else torch; CUDA: torch). See docs/PERFORMANCE.md.",
+        description="How models run: auto = the measured best for the device (CPU: OpenVINO bf16 where "
+        "OpenVINO reports native bf16, else ONNX Runtime fp32, else torch; CUDA: torch). A backend the "
+        "engine chose itself that fails its check against torch falls back along that list; one named "
+        "here is refused instead. See docs/PERFORMANCE.md.",
     )
     engine_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        description="Network precision (maps are always float32): auto = fp32 on CPU, bf16 autocast on CUDA.",
+        description="Network precision (maps are always float32): auto = bf16 where the backend runs it "
+        "natively (OpenVINO on a bf16 CPU, CUDA), else fp32. fp32 on the CPU: ONNX Runtime, exact.",
     )
     engine_channels_last: bool | None = Field(
         None, description="Channels-last memory layout for the torch backend (default: on)."

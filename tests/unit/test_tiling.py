@@ -127,7 +127,7 @@ def test_a_tiled_fit_calibrates_on_whole_frames_and_stores_its_tiling(tiled_chec
 
 @pytest.fixture(scope="module")
 def tiled_engine(tiled_checkpoint):
-    return load_engine(tiled_checkpoint, "cpu", EngineOptions(max_tiles=16))
+    return load_engine(tiled_checkpoint, "cpu", EngineOptions(max_tiles=16, precision="fp32"))  # exact, as fitted
 
 
 def _frames():

@@ -186,6 +186,40 @@ def test_openvino_cuts_big_batches_across_its_streams_and_gives_the_same_maps(ti
 
 
 @needs_openvino
+def test_compiling_leaves_the_threads_signal_stack_as_it_was(tiny_checkpoint):
+    """OpenVINO installs an alternate signal stack on the compiling thread that dies with the model;
+    left there, a later SIGTERM on that thread crashed the worker (SIGSEGV)."""
+    import ctypes
+    import threading
+
+    from inspector.engine.backends.onnx import export_onnx
+    from inspector.engine.backends.openvino import _AltStack, open_compiled
+
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(plan=REFERENCE))
+    graph = export_onnx(engine.model, engine.image_size)
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def signal_stack() -> tuple:
+        s = _AltStack()
+        assert libc.sigaltstack(None, ctypes.byref(s)) == 0
+        return s.ss_sp, s.ss_flags, s.ss_size
+
+    seen: dict[str, tuple] = {}
+
+    def compile_here() -> None:  # a fresh thread: no alternate stack to begin with
+        seen["before"] = signal_stack()
+        run = open_compiled(graph, "fp32")
+        run(np.zeros((1, 3, engine.image_size, engine.image_size), np.float32))
+        seen["after"] = signal_stack()
+
+    t = threading.Thread(target=compile_here)
+    t.start()
+    t.join()
+    assert seen["before"][1] & 2  # SS_DISABLE
+    assert seen["after"] == seen["before"]
+
+
+@needs_openvino
 def test_openvino_refuses_a_bad_graph_and_auto_falls_back_to_onnx(tiny_checkpoint, monkeypatch):
     from inspector.engine.backends.onnx import OnnxBackendError, export_onnx
     from inspector.engine.backends import openvino as ovb

@@ -12,8 +12,10 @@ random probe batch is refused (and ``auto`` falls back to ONNX Runtime fp32).
 
 from __future__ import annotations
 
+import ctypes
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,34 @@ class CompiledGraph:
                          for i in range(2))  # type: ignore[return-value]
 
 
+class _AltStack(ctypes.Structure):  # stack_t of sigaltstack(2)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextmanager
+def keep_signal_stack():
+    """Put the calling thread's alternate signal stack back as it was once the block is done.
+
+    Compiling a model, OpenVINO's CPU plugin installs an alternate signal stack (11.5 KB here)
+    on the compiling thread, and that memory goes when the model does. CPython installs its signal
+    handlers with SA_ONSTACK, so a worker's SIGTERM, handled on its main thread after a model swap
+    had freed that stack, killed the process with SIGSEGV instead of draining it. Found by
+    tests/integration/test_signed_updates.py."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        before = _AltStack()
+        saved = libc.sigaltstack(None, ctypes.byref(before)) == 0
+    except (OSError, AttributeError):  # no sigaltstack (not POSIX): nothing to keep
+        saved = False
+    try:
+        yield
+    finally:
+        if saved:
+            if before.ss_flags & 2:  # SS_DISABLE: there was none
+                before = _AltStack(None, 2, 0)
+            libc.sigaltstack(ctypes.byref(before), None)
+
+
 def open_compiled(graph: bytes, precision: str, threads: int | None = None) -> GraphRun:
     """The graph compiled by OpenVINO for the CPU at ``precision`` (``fp32`` or ``bf16``), as a
     thread-safe (B,3,H,W) → (maps, scores) call (``CompiledGraph``). Raises ``OnnxBackendError``
@@ -79,7 +109,8 @@ def open_compiled(graph: bytes, precision: str, threads: int | None = None) -> G
         names = [i.get_any_name() for i in model.inputs]
         if names != [INPUT] or len(model.outputs) != 2:
             raise OnnxBackendError(f"exported graph has inputs {names} and {len(model.outputs)} outputs")
-        return CompiledGraph(core, model, precision, threads or torch.get_num_threads())
+        with keep_signal_stack():
+            return CompiledGraph(core, model, precision, threads or torch.get_num_threads())
     except OnnxBackendError:
         raise
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own

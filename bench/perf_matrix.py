@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "environment": {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
-                        "bf16": bf16_supported(torch.device("cpu")), "onnxruntime": _ort_version(),
+                        "bf16": bf16_supported(torch.device("cpu")), "onnxruntime": _dist_version("onnxruntime"),
                         "openvino_bf16": openvino_cpu_bf16(), "openvino": _dist_version("openvino"),
                         "images": source, "command": " ".join(sys.argv)},
         "ceiling": ceiling, "teachers": teachers, "models": {},
@@ -302,15 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     tmp.cleanup()
     return 0
-
-
-def _ort_version() -> str | None:
-    try:
-        import onnxruntime
-
-        return onnxruntime.__version__
-    except ImportError:
-        return None
 
 
 def _dist_version(dist: str) -> str | None:

@@ -83,6 +83,7 @@ def make_data(root: Path, n_train: int, n_good: int, n_defects: int, seed: int, 
         cv2.imwrite(str(root / "test/defect" / name), img)
         cv2.imwrite(str(root / "ground_truth/defect" / f"{i:03d}_mask.png"), mask * 255)
         truth[name] = (size, kind)
+    (root / "truth.json").write_text(json.dumps({k: {"size": s, "kind": kd} for k, (s, kd) in truth.items()}))
     return truth
 
 
@@ -181,6 +182,7 @@ def main() -> int:
         + [("whole", None, 1)]
     for name, tile, zoom in variants:
         t0 = time.perf_counter()
+        max_tiles = FitConfig.max_tiles
         # the same number of training samples for all: a whole frame is one sample, a tile is one
         if samples is None:
             epochs = args.epochs
@@ -189,11 +191,13 @@ def main() -> int:
         elif zoom > 1 and args.zoom_epochs:
             epochs = args.zoom_epochs
         else:
-            per_frame = Tiling(tile, tile // zoom // 8, zoom).count(HW)
-            epochs = max(1, round(samples / max(1, frames_trained * per_frame)))
+            positions = frames_trained * Tiling(tile, tile // zoom // 8, zoom).count(HW)
+            epochs = max(1, round(samples / max(1, positions)))
+            if positions > samples:  # more tile positions than samples: one pass over a sample of them
+                max_tiles = samples
         summary = fit(FitConfig(data=data, out=args.out / name, image_size=args.image_size, tile=tile, zoom=zoom,
                                 epochs=epochs, seed=args.seed, progress=False, name=f"bench-{name}",
-                                val_fraction=0.2))
+                                val_fraction=0.2, max_tiles=max_tiles))
         if samples is None:
             samples = summary["train_images"] * args.epochs
         fit_s = time.perf_counter() - t0

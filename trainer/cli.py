@@ -42,6 +42,7 @@ def _fit(args: argparse.Namespace) -> int:
         teacher_weights=args.teacher_weights, image_size=args.image_size, epochs=args.epochs,
         input_size=parse_size(args.input_size) if args.input_size else None, resize=args.resize,
         tile=_tile_arg(args.tile), overlap=args.overlap, zoom=args.zoom,
+        max_tiles=args.max_tiles or None,
         selection=args.selection, synthetic_train=args.synthetic_train,
         batch_size=args.batch_size, lr=args.lr, betas=(args.beta1, args.beta2), loss=args.loss, seed=args.seed,
         val_fraction=args.val_fraction, target_frr=args.target_frr, calibration=args.calibration,
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiled models: cut windows of SIZE/N frame pixels and enlarge each N times to the "
                         "input, so defects a few pixels wide span N^2 times the feature cells (N^2 times "
                         "the tiles a frame)")
+    f.add_argument("--max-tiles", type=int, default=_fit_default("max_tiles"), metavar="N",
+                   help="tiled models: train on at most N tiles, a seeded sample of all the frames' tile positions "
+                        "when there are more (bounds the fit's memory: about 1.5 MB a 256 px tile); validation "
+                        "tiles at most N/4; 0: every tile")
     f.add_argument("--epochs", type=int, default=200)
     f.add_argument("--synthetic-train", type=float, default=_fit_default("synthetic_train"), metavar="SHARE",
                    help="share of each training batch given synthetic anomalies, with the clean image's teacher "

@@ -39,6 +39,10 @@ from .data import data_fingerprint, scan_dataset, split_train_val
 from .metrics import calibrate_threshold, score_stats
 from .signals import DEFAULT_CORESET_FRACTION, all_components, choose_memory_weight, fit_signals, fusion_config
 
+# Tiled fits hold their tiles as model inputs (0.8 MB each at 256 px) beside the teacher's cached
+# features (0.7 MB with lite0): 4,096 training tiles are about 6 GB. More positions than that are
+# sampled; validation tiles are held to a quarter of it (the threshold still reads whole frames).
+DEFAULT_MAX_TILES = 4096
 
 
 def state_dir(out: Path) -> Path:
@@ -62,6 +66,7 @@ class FitConfig:
     tile: int | str | None = "auto"  # tile side in px, "auto" (inspector.model.tiling.auto_tiling) or None: whole frames
     zoom: int = 1  # tiled: each window of tile/zoom frame px is enlarged zoom times to the tile
     overlap: int | None = None  # px shared by neighbouring tiles (default: tile / 8)
+    max_tiles: int | None = DEFAULT_MAX_TILES  # tiled: training tiles held at once (a seeded sample); None: all
     selection: str = "synthetic"  # synthetic | loss: how the kept epoch is chosen
     synthetic_train: float = 0.5  # share of each batch given painted anomalies, clean features as the target
     epochs: int = 200
@@ -146,8 +151,23 @@ def choose_tiling(cfg: FitConfig, frame_sizes: list[tuple[int, int]], log) -> Ti
     return tiling
 
 
-def tiles_of(images: list[np.ndarray], tiling: Tiling) -> list[np.ndarray]:
-    return [t for img in images for t in tiling.cut(img)[0]]
+def tiles_of(images: list[np.ndarray], tiling: Tiling, limit: int | None = None,
+             seed: int = 0) -> tuple[list[np.ndarray], int]:
+    """The tiles of ``images`` and how many positions they have in all: every position, or, when
+    there are more than ``limit``, a seeded sample of ``limit`` positions drawn evenly over all the
+    frames' positions. Only the drawn tiles are cut: a training folder of full-resolution frames
+    (100 frames of 5 MP hold 41,800 zoom-2 tiles: about 60 GB as model inputs and cached teacher
+    features) stays within memory."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"max_tiles must be at least 1 (or None: every tile), got {limit}")
+    grids = [tiling.grid(img.shape[:2]) for img in images]
+    total = sum(len(g) for g in grids)
+    if limit is None or total <= limit:
+        return [tiling.crop(img, t) for img, grid in zip(images, grids) for t in grid], total
+    drawn = np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False))
+    starts = np.cumsum([0] + [len(g) for g in grids])
+    frame = np.searchsorted(starts, drawn, side="right") - 1
+    return [tiling.crop(images[f], grids[f][i - starts[f]]) for f, i in zip(frame, drawn)], total
 
 
 @torch.no_grad()
@@ -434,10 +454,17 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     tiling = (init_tiling if cfg.init_from is not None else choose_tiling(cfg, sizes, log))
     val_frames: list[np.ndarray] = []
     n_frames = len(train_imgs)
-    if tiling is not None:  # full-resolution frames: train on every tile position
+    tile_counts: dict[str, int] = {}
+    if tiling is not None:  # full-resolution frames: train on every tile position, or a sample of them
         geometry = Geometry(tiling.tile, tiling.tile, "pad")
         val_frames = val_imgs
-        train_imgs, val_imgs = tiles_of(train_imgs, tiling), tiles_of(val_imgs, tiling)
+        limit = cfg.max_tiles
+        train_imgs, train_tiles = tiles_of(train_imgs, tiling, limit, cfg.seed)
+        val_imgs, val_tiles = tiles_of(val_imgs, tiling, None if limit is None else max(1, limit // 4), cfg.seed + 1)
+        tile_counts = {"train_tiles": len(train_imgs), "train_tile_positions": train_tiles,
+                       "val_tiles": len(val_imgs), "val_tile_positions": val_tiles}
+        if len(train_imgs) < train_tiles or len(val_imgs) < val_tiles:
+            log.info("tiles_sampled", max_tiles=limit, **tile_counts)
     else:
         geometry = init_geometry if init_geometry is not None and cfg.input_size is None else \
             input_geometry(cfg, sizes, log)
@@ -581,7 +608,8 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         training={"epochs": cfg.epochs, "batch_size": bs, "lr": cfg.lr, "betas": list(cfg.betas), "seed": cfg.seed,
                   "val_fraction": cfg.val_fraction, "coreset_fraction": cfg.coreset_fraction,
                   "selection": selection, "synthetic_train": cfg.synthetic_train,
-                  "train_images": n, "train_frames": n_frames, "skipped_images": skipped, "device": str(device),
+                  "train_images": n, "train_frames": n_frames, **tile_counts,
+                  "skipped_images": skipped, "device": str(device),
                   "train_seconds": round(train_seconds, 1), "signals_seconds": round(signals_seconds, 1),
                   "amp": use_amp, "teacher_cache": cache,
                   "processes": ctx.world,

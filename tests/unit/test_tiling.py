@@ -84,6 +84,30 @@ def test_tiles_of_several_frames_share_engine_calls_and_frames_come_out_in_order
         assert fmap.shape == frames[i].shape[:2] and np.allclose(fmap, i) and np.allclose(values, i)
 
 
+def test_a_tiled_fit_draws_at_most_its_limit_of_tiles_evenly_and_by_seed():
+    from trainer.fit import tiles_of
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, hw, dtype=np.uint8) for hw in ((200, 300), (130, 70), (200, 300))]
+    tiling = Tiling(64, 8)
+    every, total = tiles_of(frames, tiling)
+    assert total == len(every) == sum(tiling.count(f.shape) for f in frames)
+    assert tiles_of(frames, tiling, limit=total)[0][5].tobytes() == every[5].tobytes()  # under the limit: all
+    drawn, total2 = tiles_of(frames, tiling, limit=12, seed=3)
+    assert total2 == total and len(drawn) == 12
+    keys = {t.tobytes() for t in drawn}
+    assert len(keys) == 12 and keys <= {t.tobytes() for t in every}  # distinct positions, cut as serving cuts them
+    assert [t.tobytes() for t in tiles_of(frames, tiling, limit=12, seed=3)[0]] == [t.tobytes() for t in drawn]
+    assert [t.tobytes() for t in tiles_of(frames, tiling, limit=12, seed=4)[0]] != [t.tobytes() for t in drawn]
+    big = [rng.integers(0, 255, (640, 640), dtype=np.uint8) for _ in range(4)]
+    owner = {t.tobytes(): i for i, f in enumerate(big) for t in tiling.cut(f)[0]}
+    sample, _ = tiles_of(big, tiling, limit=200, seed=0)
+    per_frame = np.bincount([owner[t.tobytes()] for t in sample], minlength=4)
+    assert per_frame.min() >= 30  # drawn over every frame's positions, not the first frames'
+    with pytest.raises(ValueError, match="max_tiles"):
+        tiles_of(frames, tiling, limit=0)
+
+
 def test_auto_tiling_takes_line_camera_frames_and_leaves_object_photos_whole():
     assert auto_tiling([(2048, 2448)] * 3, 256) == Tiling(256, 32)
     assert auto_tiling([(1024, 1024)] * 3, 256) is None  # MVTec AD size: whole frames
@@ -251,8 +275,12 @@ def test_a_zoomed_tiled_model_trains_and_serves_frames_in_their_own_pixels(tiled
     from trainer.fit import FitConfig, fit
 
     summary = fit(FitConfig(data=tiled_data, out=tmp_path / "zoomed", method="rd", image_size=64, tile=64, zoom=2,
-                            epochs=1, seed=0, progress=False, name="zoomed", val_fraction=0.3))
+                            epochs=1, seed=0, progress=False, name="zoomed", val_fraction=0.3, max_tiles=40))
     m = read_manifest(summary["checkpoint"])
+    per_frame = Tiling(64, 4, zoom=2).count(TILED_HW)
+    t = m.training  # more tile positions than --max-tiles: a sample of them, recorded
+    assert t["train_tiles"] == t["train_images"] == 40 < t["train_tile_positions"] == t["train_frames"] * per_frame
+    assert t["val_tiles"] == 10 < t["val_tile_positions"] and m.metrics["val_images"] == t["val_tile_positions"] // per_frame
     assert (m.tiling.tile, m.tiling.overlap, m.tiling.zoom) == (64, 4, 2) and m.input_geometry().hw == (64, 64)
     engine = load_engine(summary["checkpoint"], "cpu", EngineOptions(max_tiles=64))
     assert engine.tiling.side == 32 and engine.units(TILED_HW) == Tiling(64, 4, zoom=2).count(TILED_HW)

@@ -77,9 +77,9 @@ class Probe:
     def maps(self, tiles) -> dict[str, np.ndarray]:
         size, teacher, student = self.features(tiles)
         up = lambda d: F.interpolate(d, size=size, mode="bilinear", align_corners=False)  # noqa: E731
-        levels = {f"L{lv}": up(1 - F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1))
-                  for lv, (t, s) in enumerate(zip(teacher, student))}
-        levels["sum"] = sum(levels.values())
+        raw = self.model.mapper.raw  # the product's per-level 1 - cosine, upsampled and summed
+        levels = {f"L{lv}": raw(teacher[lv:lv + 1], [student[lv:lv + 1]], size) for lv in range(len(teacher))}
+        levels["sum"] = raw(teacher, [student], size)
         out = {f"students {k}, sigma {s}": self.mappers[s].smooth(v).squeeze(1).numpy()
                for k, v in levels.items() for s in self.mappers}
         t0, s0 = teacher[0].float(), student[0].float()

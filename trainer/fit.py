@@ -163,7 +163,7 @@ def tiles_of(images: list[np.ndarray], tiling: Tiling, limit: int | None = None,
     grids = [tiling.grid(img.shape[:2]) for img in images]
     total = sum(len(g) for g in grids)
     if limit is None or total <= limit:
-        return [tiling.crop(img, t) for img, grid in zip(images, grids) for t in grid], total
+        return [t for img in images for t in tiling.cut(img)[0]], total
     drawn = np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False))
     starts = np.cumsum([0] + [len(g) for g in grids])
     frame = np.searchsorted(starts, drawn, side="right") - 1

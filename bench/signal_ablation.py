@@ -150,6 +150,10 @@ def main() -> None:
         rows_spec.insert(3, (f"patch memory alone, levels {spec}", (key,), "max", "empirical"))
         rows_spec.insert(len(rows_spec), (f"students + memory {spec} + Gaussian", ("student", key, "gaussian"),
                                           "max", "auto"))
+    if "contrast" in val:  # a checkpoint fitted with --contrast-map: its map alone and the whole model
+        rows_spec.insert(4, ("local-contrast map alone", ("contrast",), "max", "empirical"))
+        rows_spec.append(("students + memory + Gaussian + local contrast (the checkpoint's model)",
+                          ("student", "memory", "gaussian", "contrast"), "max", "auto"))
     weighing = {r["memory_weight"]: r["separation"] for r in m.metrics.get("memory_weighing", [])}
     for w in (float(x) for x in args.memory_weights.split(",") if x):
         painted = f", painted separation {weighing[w]:.3f}" if w in weighing else ""

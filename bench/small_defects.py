@@ -13,7 +13,9 @@ rule of the bench, at tile level). Candidate maps:
   features' mean squared norm (magnitude, which a cosine ignores);
 * ``memory L0 / L1 / L2``: a patch memory (3×3 neighbourhoods, a coreset of 8,192 rows, as the
   product's) fitted on the training frames' tiles at one level, smoothed with σ = 4 (the product's
-  memory is L2).
+  memory is L2);
+* ``local contrast``: the product's local-contrast map (``trainer fit --contrast-map``,
+  ``inspector.model.nets.contrast``), its filters normalised on the same training tiles.
 
     python bench/small_defects.py --checkpoint runs/tiling-ov/tiled --good 10
 """
@@ -31,10 +33,11 @@ import torch.nn.functional as F
 
 from inspector.contracts.decode import read_image
 from inspector.engine.engine import EngineOptions, load_engine
+from inspector.model.nets.contrast import LocalContrast
 from inspector.model.nets.discrepancy import AnomalyMapper
 from inspector.model.nets.signals import PatchMemory, patch_embeddings
 from inspector.model.preprocess import prepare_placed
-from trainer.signals import greedy_coreset
+from trainer.signals import contrast_rms, greedy_coreset
 
 SMALL = 15  # px: the bench's "under 15 px" group
 
@@ -47,26 +50,36 @@ class Probe:
         self.model, self.tiling = self.engine.model, self.engine.tiling
         self.mappers = {s: AnomalyMapper(s) for s in (0, 2, 4)}
         self.memories: dict[int, PatchMemory] = {}
+        m = self.engine.manifest
+        self.contrast = LocalContrast(m.std)
         self.bank_rows, self.seed = bank_rows, seed
+
+    def inputs(self, tiles) -> torch.Tensor:
+        m = self.engine.manifest
+        return prepare_placed(tiles, self.engine.geometry, m.mean, m.std, "cpu")[0]
 
     @torch.no_grad()
     def features(self, tiles):
-        m = self.engine.manifest
-        x, _ = prepare_placed(tiles, self.engine.geometry, m.mean, m.std, "cpu")
+        x = self.inputs(tiles)
         teacher, students = self.model.features(x)
         return tuple(x.shape[-2:]), teacher, students[0]
 
     def fit_memories(self, frames: list[np.ndarray], per_tile: int = 64) -> None:
         g = torch.Generator().manual_seed(self.seed)
         rows: dict[int, list[torch.Tensor]] = {lv: [] for lv in range(3)}
+        squares, count = torch.zeros(self.contrast.filters), 0
         for frame in frames:
             tiles, _ = self.tiling.cut(frame)
+            x = self.inputs(tiles)
+            squares += contrast_rms(self.contrast, x, "cpu").pow(2) * len(x)
+            count += len(x)
             for i in range(0, len(tiles), 32):
                 _, teacher, _ = self.features(tiles[i:i + 32])
                 for lv in rows:
                     e = patch_embeddings(teacher, (lv,), 3)
                     e = e.permute(0, 2, 3, 1).reshape(-1, e.shape[1])
                     rows[lv].append(e[torch.randperm(len(e), generator=g)[:per_tile * len(tiles[i:i + 32])]])
+        self.contrast.rms.copy_((squares / count).sqrt())
         for lv, parts in rows.items():
             bank = greedy_coreset(torch.cat(parts), self.bank_rows, seed=self.seed)
             mem = PatchMemory(len(bank), bank.shape[1], (lv,), 3)
@@ -87,6 +100,7 @@ class Probe:
         out["students L2 norm L0, sigma 4"] = self.mappers[4].smooth(norm).squeeze(1).numpy()
         for lv, mem in self.memories.items():
             out[f"memory L{lv}, sigma 4"] = self.mappers[4].smooth(up(mem(teacher))).squeeze(1).numpy()
+        out["local contrast"] = self.contrast(self.inputs(tiles)).squeeze(1).numpy()
         return out
 
 

@@ -15,6 +15,7 @@ the tiled engine, interleaved in rounds.
 
     python bench/tiling.py --out runs/tiling-g6 --train 10 --good 30 --defects 63 --epochs 4 --grain 6 --zoom 2
     python bench/tiling.py --out runs/tiling --train 10 --good 30 --defects 63 --epochs 4 --grain 14
+    python bench/tiling.py --out runs/tiling-c --train 10 --good 30 --defects 63 --epochs 4 --grain 6 --zoom --contrast-map
 """
 
 from __future__ import annotations
@@ -113,13 +114,13 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return roc_auc_score(labels, scores)
 
 
-def throughput(tiled, whole, rounds: int, seconds: float, zoomed: dict | None = None) -> dict:
+def throughput(tiled, whole, rounds: int, seconds: float, others: dict | None = None) -> dict:
     rng = np.random.default_rng(1)
     big = [make_texture(rng, (2048, 2448)) for _ in range(2)]
     cases = {"2448x2048": (tiled, big),
              "1280x1024": (tiled, [make_texture(rng, (1024, 1280)) for _ in range(4)]),
              "256x256 (whole-frame model)": (whole, [make_texture(rng, (256, 256)) for _ in range(8)])}
-    for name, engine in (zoomed or {}).items():
+    for name, engine in (others or {}).items():
         cases[f"2448x2048 ({name})"] = (engine, big)
     rates: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(rounds):  # interleaved: every case once per round
@@ -157,6 +158,11 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--zoom", type=int, nargs="*", default=[2],
                    help="also train and score tiled models whose windows are enlarged this many times (none: skip)")
+    p.add_argument("--contrast-map", action="store_true",
+                   help="also train and score a tiled model with the local-contrast map fused (trainer fit --contrast-map)")
+    p.add_argument("--reuse", action="store_true",
+                   help="score the checkpoints an earlier run left in OUT (same data and arguments) instead of "
+                        "fitting them again; their fit figures are that run's. Delete a checkpoint to refit it")
     p.add_argument("--zoom-epochs", type=int, default=None,
                    help="epochs of the zoomed models (default: as many training samples as the plain tiled model)")
     args = p.parse_args()
@@ -174,13 +180,15 @@ def main() -> int:
     print(f"data: {args.train} train, {args.good} good and {args.defects} defective test frames of "
           f"{HW[1]}x{HW[0]} px, grain std {args.grain:g}, defect contrast {args.contrast:g} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    earlier = json.loads((args.out / "tiling.json").read_text()) if args.reuse and (args.out / "tiling.json").exists() else {}
     results: dict = {"frame": f"{HW[1]}x{HW[0]}", "args": {k: str(v) for k, v in vars(args).items()}}
     engines = {}
     samples = None
     frames_trained = int(round(args.train * 0.8))
-    variants = [("tiled", args.image_size, 1)] + [(f"tiled-zoom{z}", args.image_size, z) for z in args.zoom if z > 1] \
-        + [("whole", None, 1)]
-    for name, tile, zoom in variants:
+    variants = [("tiled", args.image_size, 1, False)] \
+        + ([("tiled-contrast", args.image_size, 1, True)] if args.contrast_map else []) \
+        + [(f"tiled-zoom{z}", args.image_size, z, False) for z in args.zoom if z > 1] + [("whole", None, 1, False)]
+    for name, tile, zoom, contrast in variants:
         t0 = time.perf_counter()
         max_tiles = FitConfig.max_tiles
         # the same number of training samples for all: a whole frame is one sample, a tile is one
@@ -195,12 +203,17 @@ def main() -> int:
             epochs = max(1, round(samples / max(1, positions)))
             if positions > samples:  # more tile positions than samples: one pass over a sample of them
                 max_tiles = samples
-        summary = fit(FitConfig(data=data, out=args.out / name, image_size=args.image_size, tile=tile, zoom=zoom,
-                                epochs=epochs, seed=args.seed, progress=False, name=f"bench-{name}",
-                                val_fraction=0.2, max_tiles=max_tiles))
+        if name in earlier and (args.out / name / "manifest.json").exists():
+            summary = {"train_images": earlier[name]["train_images"], "input": earlier[name]["input"]}
+            fit_s = earlier[name]["fit_seconds"]
+            print(f"{name}: reusing the checkpoint and fit figures of the earlier run", flush=True)
+        else:
+            summary = fit(FitConfig(data=data, out=args.out / name, image_size=args.image_size, tile=tile, zoom=zoom,
+                                    epochs=epochs, seed=args.seed, progress=False, name=f"bench-{name}",
+                                    val_fraction=0.2, max_tiles=max_tiles, contrast_map=contrast))
+            fit_s = time.perf_counter() - t0
         if samples is None:
             samples = summary["train_images"] * args.epochs
-        fit_s = time.perf_counter() - t0
         engines[name] = load_engine(args.out / name, "cpu")
         good_paths = sorted((data / "test/good").iterdir())
         bad_paths = sorted((data / "test/defect").iterdir())
@@ -217,8 +230,8 @@ def main() -> int:
               f"{table['false_reject_rate']:.3f} (under 15 px {table['recall_under_15px']:.3f}, 15-40 px "
               f"{table['recall_15px_and_over']:.3f}), image AUROC {table['image_auroc']:.3f}; by size "
               f"{table['recall_by_size']}", flush=True)
-    zoomed = {name: engines[name] for name, tile, zoom in variants if zoom > 1}
-    results["throughput"] = throughput(engines["tiled"], engines["whole"], args.rounds, args.seconds, zoomed)
+    others = {name: engines[name] for name, tile, zoom, contrast in variants if zoom > 1 or contrast}
+    results["throughput"] = throughput(engines["tiled"], engines["whole"], args.rounds, args.seconds, others)
     for name, row in results["throughput"].items():
         print(f"throughput {name}: {row['frames_per_s']} frames/s, {row['tiles_per_s']} tiles/s "
               f"({row['tiles_per_frame']} tiles a frame), {row['ratio_to_256px_frames']}x the 256 px frames", flush=True)

@@ -48,7 +48,7 @@ def _fit(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, target_frr=args.target_frr, calibration=args.calibration,
         score_mode=args.score_mode, topk_fraction=args.topk_fraction, memory_bank=args.memory_bank,
         coreset_fraction=args.coreset_fraction, memory_weight=_memory_weight_arg(args.memory_weight),
-        global_gaussian=args.global_gaussian, device=args.device,
+        global_gaussian=args.global_gaussian, contrast_map=args.contrast_map, device=args.device,
         amp=not args.no_amp, cache_teacher=args.cache_teacher, name=args.name, resume=args.resume,
         init_from=args.init_from, progress=not args.no_progress, max_train_images=args.max_train_images,
     )
@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fuse the Mahalanobis distance of each image's pooled teacher statistics (channel "
                         "means and standard deviations) to the normals' Gaussian: sees global and "
                         "low-contrast changes that the cosine maps cannot")
+    f.add_argument("--contrast-map", action=argparse.BooleanOptionalAction, default=False,
+                   help="fuse a local-contrast map at the input's own resolution (matched filters for small "
+                        "spots and thin lines on the image minus its local background, each over its level on "
+                        "the training normals), by the larger of it and the other maps at each pixel: for "
+                        "defects a few pixels across that the teacher's stride-4 features cannot resolve, "
+                        "mainly on tiled full-resolution frames (see README)")
     f.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     f.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     f.add_argument("--cache-teacher", choices=["auto", "yes", "no"], default="auto")

@@ -37,7 +37,8 @@ from . import distributed
 from .anomalies import paint
 from .data import data_fingerprint, scan_dataset, split_train_val
 from .metrics import calibrate_threshold, score_stats
-from .signals import DEFAULT_CORESET_FRACTION, all_components, choose_memory_weight, fit_signals, fusion_config
+from .signals import (DEFAULT_CORESET_FRACTION, align_contrast, all_components, choose_memory_weight, fit_signals,
+                      fusion_config)
 
 # Tiled fits hold their tiles as model inputs (0.8 MB each at 256 px) beside the teacher's cached
 # features (0.7 MB with lite0): 4,096 training tiles are about 6 GB. More positions than that are
@@ -84,6 +85,7 @@ class FitConfig:
     coreset_fraction: float = DEFAULT_CORESET_FRACTION
     memory_weight: float | str = "auto"  # the memory map's share of the heatmap; auto: chosen on painted anomalies
     global_gaussian: bool = True  # fuse the global Gaussian of pooled teacher statistics
+    contrast_map: bool = False  # fuse the full-resolution local-contrast map (inspector.model.nets.contrast)
     device: str | None = None
     amp: bool = True
     cache_teacher: str = "auto"  # auto | yes | no
@@ -327,8 +329,12 @@ def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_s
             x_syn, syn_masks = x_syn[keep], syn_masks[keep]
     if x_syn is None:
         x_syn, syn_masks = painted_validation(x_val, spec, cfg.seed, valid_val)
-    weight, table = choose_memory_weight(model, all_components(model, x_val, device),
-                                         all_components(model, x_syn, device), syn_masks, valid_val)
+    # the students' and memory maps' mix only: the local-contrast map joins it by the pixel
+    # maximum afterwards (``align_contrast``), whatever the mix
+    def mixed(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in all_components(model, x, device).items() if k != "contrast"}
+
+    weight, table = choose_memory_weight(model, mixed(x_val), mixed(x_syn), syn_masks, valid_val)
     model.config = replace(model.config, memory_weight=weight)
     log.info("memory_weight_chosen", memory_weight=weight,
              separation={r["memory_weight"]: round(r["separation"], 4) for r in table})
@@ -578,8 +584,13 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                         # a tile's global statistics are not its frame's: tiled models score by the map
                         memory=cfg.memory_bank, gaussian=cfg.global_gaussian and tiling is None,
                         coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log,
-                        valid_train=valid_train, valid_val=valid_val)
+                        valid_train=valid_train, valid_val=valid_val,
+                        contrast_images=x_train if cfg.contrast_map else None)
     weighing = weigh_maps(cfg, model, x_val, x_syn, syn_masks, valid_val, spec, device, log)
+    if model.contrast is not None:
+        contrast_peak, mix_peak = align_contrast(model, x_val, device, valid_val)
+        log.info("contrast_aligned", contrast_scale=round(model.config.contrast_scale, 6),
+                 contrast_peak=round(contrast_peak, 4), mix_peak=round(mix_peak, 4))
     signals_seconds = time.perf_counter() - t_signals
     if tiling is None:
         scores, peaks = normal_scores(model, x_val, device, valid=valid_val)

@@ -4,7 +4,9 @@ The patch memory is a greedy (k-center) coreset of the training patches, chosen 
 projection as PatchCore does; the global Gaussian is fitted with Ledoit-Wolf shrinkage, which
 stays well-conditioned when there are fewer images than dimensions. The fusion normalisers are
 the mean image score of each part on the held-out validation normals (never the training images
-the signals were fitted on, whose scores are optimistic).
+the signals were fitted on, whose scores are optimistic). The local-contrast map
+(``inspector.model.nets.contrast``) needs only each filter's normal level: its root mean square
+response on the training normals.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inspector.model.nets.contrast import LocalContrast
 from inspector.model.nets.model import DiscrepancyModel, ModelConfig
 from inspector.model.nets.signals import patch_embeddings, pooled_statistics
 
@@ -26,6 +29,9 @@ from inspector.model.nets.signals import patch_embeddings, pooled_statistics
 DEFAULT_CORESET_FRACTION = 0.1
 MAX_BANK = 8192
 MAX_CANDIDATES = 200_000  # the coreset is chosen among at most this many random patches
+# Below this root mean square response (unit-range grey levels: 1/40 of an 8-bit level) the normals
+# show no texture or noise at all to scale the contrast filters by (a synthetic flat image).
+MIN_CONTRAST_RMS = 1e-4
 
 
 def greedy_coreset(x: torch.Tensor, n: int, projection_dim: int = 64, seed: int = 0,
@@ -86,6 +92,29 @@ def collect(batches: Iterable[list[torch.Tensor]], levels: tuple[int, ...], pool
     return (torch.cat(patches) if patches else None), (torch.cat(stats) if stats else None)
 
 
+@torch.no_grad()
+def contrast_rms(contrast: LocalContrast, images: torch.Tensor, device, valid: torch.Tensor | None = None,
+                 batch: int = 16) -> torch.Tensor:
+    """Each contrast filter's root mean square response over the frame pixels (``valid``) of the
+    training normals ``images`` (N,3,H,W, model input): what the normal surface reaches."""
+    total = torch.zeros(contrast.filters, dtype=torch.float64)
+    count = 0.0
+    for i in range(0, len(images), batch):
+        r = contrast.responses(images[i:i + batch].to(device)).double().pow(2)
+        if valid is None:
+            total += r.sum(dim=(0, 2, 3)).cpu()
+            count += r.shape[0] * r.shape[2] * r.shape[3]
+        else:
+            v = valid[i:i + batch, None].to(r.device, r.dtype)
+            total += (r * v).sum(dim=(0, 2, 3)).cpu()
+            count += float(v.sum())
+    rms = (total / max(count, 1.0)).sqrt().float()
+    if not bool(torch.isfinite(rms).all()) or bool((rms < MIN_CONTRAST_RMS).any()):
+        raise ValueError("the training normals give the local-contrast filters no response (a flat image?): "
+                         "cannot normalise them")
+    return rms
+
+
 def fit_gaussian(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, precision) of pooled statistics (N, D) of the training normals (Ledoit-Wolf)."""
     from sklearn.covariance import LedoitWolf
@@ -118,12 +147,13 @@ def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch
 def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tensor]], x_val: torch.Tensor, device, *,
                 memory: bool, gaussian: bool, coreset_fraction: float = DEFAULT_CORESET_FRACTION,
                 seed: int = 0, n_images: int | None = None, log=None, valid_train: torch.Tensor | None = None,
-                valid_val: torch.Tensor | None = None) -> DiscrepancyModel:
+                valid_val: torch.Tensor | None = None, contrast_images: torch.Tensor | None = None) -> DiscrepancyModel:
     """A model with the requested signals fitted on ``train_batches`` (teacher feature batches of
     the training normals; ``n_images`` of them) and the fusion normalised on ``x_val`` (validation
-    normals)."""
+    normals). ``contrast_images`` (the training normals, model input): also fit and fuse the
+    local-contrast map on them."""
     cfg = model.config
-    new_cfg = replace(cfg, memory_bank_size=0, gaussian=False)
+    new_cfg = replace(cfg, memory_bank_size=0, gaussian=False, contrast=contrast_images is not None)
     bank = mean = precision = None
     per_image = max(1, math.ceil(MAX_CANDIDATES / n_images)) if n_images else None
     patches, stats = collect(train_batches, cfg.memory_levels, cfg.memory_pool, memory, gaussian, per_image, seed,
@@ -145,6 +175,10 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
     if mean is not None:
         fused.gaussian.mean.copy_(mean)
         fused.gaussian.precision.copy_(precision)
+    if contrast_images is not None:
+        fused.contrast.rms.copy_(contrast_rms(fused.contrast, contrast_images, device, valid_train))
+        if log is not None:
+            log.info("contrast_fitted", rms=[round(float(v), 6) for v in fused.contrast.rms])
     if not fused.config.fused:
         return fused
     parts = validation_parts(fused, x_val, device, valid=valid_val)
@@ -156,6 +190,30 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
 
 
 MEMORY_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # the candidates ``choose_memory_weight`` tries
+
+
+@torch.no_grad()
+def align_contrast(model: DiscrepancyModel, x_val: torch.Tensor, device, valid: torch.Tensor | None = None,
+                   batch: int = 32) -> tuple[float, float]:
+    """Put the local-contrast map on the scale of the other maps' mix (``contrast_scale``) so that
+    the largest value each reaches on the validation normals is the same: the fused heatmap is
+    their pixel maximum, so a defect beyond either map's normal extreme is beyond the fused one's.
+    (Scaled by its mean peak instead, as the other parts are, a map whose normal peaks vary
+    little would sit far below the students' heavier tail and go unseen.) Returns both extremes."""
+    from inspector.model.nets.discrepancy import image_scores
+
+    model.eval()
+    mix_peak = contrast_peak = 0.0
+    for i in range(0, len(x_val), batch):
+        parts = model.components(x_val[i:i + batch].to(device))
+        v = None if valid is None else valid[i:i + batch].to(parts["contrast"].device)
+        mix, _ = model.fuse({k: p for k, p in parts.items() if k in ("student", "memory")}, v)
+        mix_peak = max(mix_peak, float(image_scores(mix, "max", valid=v).max()))
+        contrast_peak = max(contrast_peak, float(image_scores(parts["contrast"], "max", valid=v).max()))
+    if not (math.isfinite(mix_peak) and mix_peak > 0 and math.isfinite(contrast_peak) and contrast_peak > 0):
+        raise ValueError(f"cannot align the local-contrast map: peaks {contrast_peak} and {mix_peak} on the validation normals")
+    model.config = replace(model.config, contrast_scale=contrast_peak / mix_peak)
+    return contrast_peak, mix_peak
 
 
 @torch.no_grad()
@@ -223,4 +281,5 @@ def fusion_config(cfg: ModelConfig) -> dict | None:
         return None
     return {"memory_bank_size": cfg.memory_bank_size, "memory_levels": list(cfg.memory_levels),
             "memory_pool": cfg.memory_pool, "gaussian": cfg.gaussian, "student_scale": cfg.student_scale,
-            "memory_scale": cfg.memory_scale, "gaussian_scale": cfg.gaussian_scale, "memory_weight": cfg.memory_weight}
+            "memory_scale": cfg.memory_scale, "gaussian_scale": cfg.gaussian_scale, "memory_weight": cfg.memory_weight,
+            "contrast": cfg.contrast, "contrast_scale": cfg.contrast_scale}

@@ -77,6 +77,8 @@ class Signals(BaseModel):
     gaussian_scale: float = Field(1.0, gt=0)
     memory_weight: float = Field(0.5, ge=0, le=1, description="the memory map's share of the heatmap, the "
                                  "students' map has the rest (0.5 in checkpoints written before it was chosen)")
+    contrast: bool = Field(False, description="the full-resolution local-contrast map, fused by the pixel maximum")
+    contrast_scale: float = Field(1.0, gt=0)
 
 
 class InputGeometry(BaseModel):

@@ -9,7 +9,11 @@ image score on held-out validation normals, so that each contributes about 1 on 
     score   = mean of (top-k mean of heatmap, global distance / gaussian_scale)
 
 so a normal part scores about 1 whatever the teacher or the image size, and no part can drown the
-others by its units alone. The memory weight ``w`` is 1/2 unless the fit chose it (``trainer fit
+others by its units alone. With the local-contrast map (``inspector.model.nets.contrast``, opt-in:
+small spots and thin lines at the input's own resolution) the heatmap is, at each pixel, the larger
+of the mix above and contrast map / contrast_scale: a defect that only one of them sees is not
+averaged away. contrast_scale puts the contrast map's largest value on the validation normals at
+the mix's largest (``trainer.signals.align_contrast``). The memory weight ``w`` is 1/2 unless the fit chose it (``trainer fit
 --memory-weight auto``: the weight that best separates synthetic anomalies painted on the
 validation normals, since how much each map can be trusted depends on the surface).
 """
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inspector.model.nets.contrast import LocalContrast
 from inspector.model.nets.discrepancy import AnomalyMapper, image_scores
 from inspector.model.nets.dual import DualStudent
 from inspector.model.nets.reverse import ReverseDistillation
@@ -31,6 +36,7 @@ from inspector.model.nets.teachers import Teacher
 
 METHODS = ("rd", "dskd")
 SIGNALS_PREFIX = "signals."
+SIGNAL_PARTS = ("memory", "gaussian", "contrast")  # modules whose buffers are saved under SIGNALS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,12 @@ class ModelConfig:
     memory_scale: float = 1.0
     gaussian_scale: float = 1.0
     memory_weight: float = 0.5  # the memory map's share of the heatmap (the students' is the rest)
+    contrast: bool = False  # the full-resolution local-contrast map, fused by the pixel maximum
+    contrast_scale: float = 1.0  # its largest value on the validation normals over the mix's largest
 
     @property
     def fused(self) -> bool:
-        return self.memory_bank_size > 0 or self.gaussian
+        return self.memory_bank_size > 0 or self.gaussian or self.contrast
 
 
 def build_student(config: ModelConfig, teacher: Teacher) -> nn.Module:
@@ -83,6 +91,7 @@ class DiscrepancyModel(nn.Module):
                                    config.memory_levels, config.memory_pool)
                        if config.memory_bank_size > 0 else None)
         self.gaussian = GlobalGaussian(gaussian_dim(teacher)) if config.gaussian else None
+        self.contrast = LocalContrast(teacher.spec.std) if config.contrast else None
 
     def features(self, images: torch.Tensor, teacher_feats: list[torch.Tensor] | None = None):
         if teacher_feats is None:
@@ -92,7 +101,7 @@ class DiscrepancyModel(nn.Module):
 
     @torch.no_grad()
     def components(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each part on its own scale: ``student`` and ``memory`` maps (B,S,S), ``gaussian`` (B,)."""
+        """Each part on its own scale: ``student``, ``memory`` and ``contrast`` maps (B,S,S), ``gaussian`` (B,)."""
         teacher_feats, students = self.features(images)
         size = tuple(images.shape[-2:])
         # Maps are compared with a float32 threshold: under a bf16 autocast only the networks run
@@ -104,6 +113,8 @@ class DiscrepancyModel(nn.Module):
                 out["memory"] = self.mapper.smooth(near).squeeze(1)
             if self.gaussian is not None:
                 out["gaussian"] = self.gaussian(teacher_feats)
+            if self.contrast is not None:
+                out["contrast"] = self.contrast(images).squeeze(1)
         return out
 
     @torch.no_grad()
@@ -121,7 +132,10 @@ class DiscrepancyModel(nn.Module):
             return maps, image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
         scaled = [parts[name] / getattr(cfg, f"{name}_scale") for name in ("student", "memory") if name in parts]
         w = cfg.memory_weight
-        maps = scaled[0] if len(scaled) == 1 else (1.0 - w) * scaled[0] + w * scaled[1]
+        maps = None if not scaled else scaled[0] if len(scaled) == 1 else (1.0 - w) * scaled[0] + w * scaled[1]
+        if "contrast" in parts:
+            contrast = parts["contrast"] / cfg.contrast_scale
+            maps = contrast if maps is None else torch.maximum(maps, contrast)
         scores = image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
         if "gaussian" in parts:
             scores = (scores + parts["gaussian"] / cfg.gaussian_scale) / 2.0
@@ -166,7 +180,7 @@ class DiscrepancyModel(nn.Module):
     def student_state(self) -> dict[str, torch.Tensor]:
         """Everything the checkpoint stores: the students' weights and the signals' buffers."""
         state = {k: v.detach().contiguous() for k, v in self.student.state_dict().items()}
-        for name in ("memory", "gaussian"):
+        for name in SIGNAL_PARTS:
             part = getattr(self, name)
             if part is not None:
                 state.update({f"{SIGNALS_PREFIX}{name}.{k}": v.detach().contiguous() for k, v in part.state_dict().items()})
@@ -177,11 +191,11 @@ class DiscrepancyModel(nn.Module):
         student = {k: v for k, v in state.items() if not k.startswith(SIGNALS_PREFIX)}
         self.student.load_state_dict(student, strict=True)
         signals = {k[len(SIGNALS_PREFIX):]: v for k, v in state.items() if k.startswith(SIGNALS_PREFIX)}
-        expected = {f"{n}.{k}" for n in ("memory", "gaussian") if getattr(self, n) is not None
+        expected = {f"{n}.{k}" for n in SIGNAL_PARTS if getattr(self, n) is not None
                     for k in getattr(self, n).state_dict()}
         if set(signals) != expected:
             raise RuntimeError(f"signal tensors {sorted(signals)} do not fit the manifest's signals {sorted(expected)}")
-        for name in ("memory", "gaussian"):
+        for name in SIGNAL_PARTS:
             part = getattr(self, name)
             if part is not None:
                 part.load_state_dict({k[len(name) + 1:]: v for k, v in signals.items() if k.startswith(name + ".")}, strict=True)

@@ -6,16 +6,18 @@ grey levels, 5-40 px across (a dark or bright spot, or a
 thin scratch), in the MVTec layout; trains two RD models with the same teacher, input size,
 seed and number of training samples (a tile or a whole frame each: the whole-frame model gets
 as many more epochs) on the same normal frames: one on tiles of that size (``--tile``), one on
-whole frames resized to about that many pixels (``--tile off``); then scores the same test frames with
-both through the serving Engine. The threshold of each is set on its own scores of the good test
-frames for a false-reject rate of at most 1 % (the largest score of fewer than 100 good frames:
-none rejected), and recall is reported by defect size. Throughput (frames/s and tiles/s at
+whole frames resized to about that many pixels (``--tile off``); then scores the same test frames
+with both through the serving Engine (``--contrast-map``: also a third, tiled, with the
+local-contrast map fused; ``--zoom N``: also tiled models with magnified windows). The threshold
+of each is set on its own scores of the good test frames for a false-reject rate of at most 1 %
+(the largest score of fewer than 100 good frames: none rejected), and recall is reported by defect size. Throughput (frames/s and tiles/s at
 2448×2048 and 1280×1024, against 256×256 frames through the whole-frame model) is measured with
 the tiled engine, interleaved in rounds.
 
     python bench/tiling.py --out runs/tiling-g6 --train 10 --good 30 --defects 63 --epochs 4 --grain 6 --zoom 2
     python bench/tiling.py --out runs/tiling --train 10 --good 30 --defects 63 --epochs 4 --grain 14
-    python bench/tiling.py --out runs/tiling-c --train 10 --good 30 --defects 63 --epochs 4 --grain 6 --zoom --contrast-map
+    python bench/tiling.py --out runs/tiling-c --train 10 --good 30 --defects 63 --epochs 4 --grain 6 \
+        --zoom --contrast-map
 """
 
 from __future__ import annotations
@@ -180,7 +182,8 @@ def main() -> int:
     print(f"data: {args.train} train, {args.good} good and {args.defects} defective test frames of "
           f"{HW[1]}x{HW[0]} px, grain std {args.grain:g}, defect contrast {args.contrast:g} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    earlier = json.loads((args.out / "tiling.json").read_text()) if args.reuse and (args.out / "tiling.json").exists() else {}
+    previous = args.out / "tiling.json"
+    earlier = json.loads(previous.read_text()) if args.reuse and previous.exists() else {}
     results: dict = {"frame": f"{HW[1]}x{HW[0]}", "args": {k: str(v) for k, v in vars(args).items()}}
     engines = {}
     samples = None

@@ -211,7 +211,8 @@ def align_contrast(model: DiscrepancyModel, x_val: torch.Tensor, device, valid: 
         mix_peak = max(mix_peak, float(image_scores(mix, "max", valid=v).max()))
         contrast_peak = max(contrast_peak, float(image_scores(parts["contrast"], "max", valid=v).max()))
     if not (math.isfinite(mix_peak) and mix_peak > 0 and math.isfinite(contrast_peak) and contrast_peak > 0):
-        raise ValueError(f"cannot align the local-contrast map: peaks {contrast_peak} and {mix_peak} on the validation normals")
+        raise ValueError(f"cannot align the local-contrast map: peaks {contrast_peak} and {mix_peak} "
+                         "on the validation normals")
     model.config = replace(model.config, contrast_scale=contrast_peak / mix_peak)
     return contrast_peak, mix_peak
 

@@ -135,7 +135,8 @@ def test_the_heatmap_is_the_larger_of_the_mix_and_the_contrast_map(contrast_chec
     parts = model.components(x)
     maps, _ = model.fuse(parts)
     cfg = model.config
-    mix = (1 - cfg.memory_weight) * parts["student"] / cfg.student_scale + cfg.memory_weight * parts["memory"] / cfg.memory_scale
+    w = cfg.memory_weight
+    mix = (1 - w) * parts["student"] / cfg.student_scale + w * parts["memory"] / cfg.memory_scale
     assert torch.allclose(maps, torch.maximum(mix, parts["contrast"] / cfg.contrast_scale), atol=1e-6)
     assert bool((maps > mix + 1e-6).any())  # the contrast map does lift some pixels
 
@@ -152,7 +153,8 @@ def test_the_exported_graph_computes_the_contrast_map_too(contrast_checkpoint):
 def test_aligning_puts_the_contrast_maps_normal_extreme_at_the_mixs(contrast_checkpoint):
     engine = load_engine(contrast_checkpoint, "cpu", EngineOptions(backend="torch"))
     model, m = engine.model, engine.manifest
-    x = prepare_batch([make_image(None, size=128, seed=0, index=990 + i)[0] for i in range(5)], m.image_size, m.mean, m.std)
+    normals = [make_image(None, size=128, seed=0, index=990 + i)[0] for i in range(5)]
+    x = prepare_batch(normals, m.image_size, m.mean, m.std)
     contrast_peak, mix_peak = align_contrast(model, x, "cpu")
     parts = model.components(x)
     mix, _ = model.fuse({k: parts[k] for k in ("student", "memory")})

@@ -5,16 +5,16 @@ scratch moves them less than a fine surface grain does (measured: ``bench/small_
 pixels themselves still show it: the defect departs from its local background more than the
 normal surface ever does. ``LocalContrast`` reads that off the input image, training-free:
 
-1. grey level (the mean of the channels, in unit-range grey levels) minus its local background (Gaussian,
-   σ = ``background_sigma`` px, borders mirrored), which removes illumination and shading;
-   the filters below pad this zero-mean residual with zeros at the input's edges;
+1. grey level (the mean of the channels, in unit-range grey levels) minus its local background
+   (Gaussian, σ = ``background_sigma`` px, borders mirrored), which removes illumination and
+   shading; the filters below pad this zero-mean residual with zeros at the input's edges;
 2. a bank of matched filters on that residual: a small blob (Gaussian, σ = ``spot_sigma``) and
    ``orientations`` short lines (``line_length`` px long, ``line_width`` px across);
 3. each filter's absolute response divided by its root mean square on the training normals
    (``rms``, fitted by ``trainer.signals``), and the largest of them at each pixel.
 
-So a normal surface reads about 1–4 everywhere, whatever its grain, and a spot or a line that
-stands out of the grain reads more. It is a map at the input's own resolution; the fusion
+So a normal surface reads about 1 on average and a few units at its most, whatever its grain,
+and a spot or a line that stands out of the grain reads more. It is a map at the input's own resolution; the fusion
 (``inspector.model.nets.model``) takes, at each pixel, the larger of it and the other maps.
 """
 

@@ -13,9 +13,10 @@ others by its units alone. With the local-contrast map (``inspector.model.nets.c
 small spots and thin lines at the input's own resolution) the heatmap is, at each pixel, the larger
 of the mix above and contrast map / contrast_scale: a defect that only one of them sees is not
 averaged away. contrast_scale puts the contrast map's largest value on the validation normals at
-the mix's largest (``trainer.signals.align_contrast``). The memory weight ``w`` is 1/2 unless the fit chose it (``trainer fit
---memory-weight auto``: the weight that best separates synthetic anomalies painted on the
-validation normals, since how much each map can be trusted depends on the surface).
+the mix's largest (``trainer.signals.align_contrast``). The memory weight ``w`` is 1/2 unless the
+fit chose it (``trainer fit --memory-weight auto``: the weight that best separates synthetic
+anomalies painted on the validation normals, since how much each map can be trusted depends on
+the surface).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class DiscrepancyModel(nn.Module):
 
     @torch.no_grad()
     def components(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each part on its own scale: ``student``, ``memory`` and ``contrast`` maps (B,S,S), ``gaussian`` (B,)."""
+        """Each part on its own scale: ``student``, ``memory``, ``contrast`` maps (B,S,S), ``gaussian`` (B,)."""
         teacher_feats, students = self.features(images)
         size = tuple(images.shape[-2:])
         # Maps are compared with a float32 threshold: under a bf16 autocast only the networks run

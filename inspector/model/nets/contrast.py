@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inspector.model.nets.discrepancy import _symmetric_pad, gaussian_kernel1d
+from inspector.model.nets.discrepancy import gaussian_kernel1d, separable_blur
 
 
 def line_kernels(length: float, width: float, orientations: int) -> torch.Tensor:
@@ -64,12 +64,6 @@ class LocalContrast(nn.Module):
     def filters(self) -> int:
         return int(self.rms.numel())
 
-    @staticmethod
-    def _blur(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        r = k.numel() // 2
-        x = F.conv2d(_symmetric_pad(x, r, dim=-1), k.view(1, 1, 1, -1))
-        return F.conv2d(_symmetric_pad(x, r, dim=-2), k.view(1, 1, -1, 1))
-
     def responses(self, images: torch.Tensor) -> torch.Tensor:
         """(B, filters, H, W) absolute responses of the filter bank, not normalised."""
         # the grey level up to a constant (the channel means and the frame's mean level drop out
@@ -79,16 +73,13 @@ class LocalContrast(nn.Module):
         # grey − background, written as a 1×1 convolution of the two stacked: OpenVINO's CPU plugin
         # (2026.4) got the plain subtraction of these two branches wrong in the exported graph
         # (tests/unit/test_contrast.py runs the graph on OpenVINO against torch)
-        residual = F.conv2d(torch.cat([grey, self._blur(grey, self.background)], dim=1), self.difference)
+        residual = F.conv2d(torch.cat([grey, separable_blur(grey, self.background)], dim=1), self.difference)
         # the residual is zero-mean, so the filters pad it with zeros: at the input's edges they see
         # fewer pixels and respond less, where a mirrored border would repeat pixels and respond more
         # than the surface does (a false peak at every tile edge)
         r = self.lines.shape[-1] // 2
         lines = F.conv2d(residual, self.lines, padding=r)
-        k = self.spot.numel() // 2
-        spot = F.conv2d(F.conv2d(residual, self.spot.view(1, 1, 1, -1), padding=(0, k)), self.spot.view(1, 1, -1, 1),
-                        padding=(k, 0))
-        return torch.cat([spot, lines], dim=1).abs()
+        return torch.cat([separable_blur(residual, self.spot, mirror=False), lines], dim=1).abs()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (self.responses(images) / self.rms.view(1, -1, 1, 1)).amax(dim=1, keepdim=True)

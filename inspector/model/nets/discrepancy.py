@@ -33,6 +33,18 @@ def _symmetric_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     return F.pad(x, pad, mode="replicate")  # maps smaller than the kernel: nothing to mirror
 
 
+def separable_blur(x: torch.Tensor, kernel: torch.Tensor, mirror: bool = True) -> torch.Tensor:
+    """(B,1,H,W) convolved with a 1-D ``kernel`` along both axes, the same size out; borders
+    mirrored like scipy's ``reflect`` (``mirror``) or padded with zeros."""
+    k = kernel.to(x.dtype)
+    r = k.numel() // 2
+    if mirror:
+        x = F.conv2d(_symmetric_pad(x, r, dim=-1), k.view(1, 1, 1, -1))
+        return F.conv2d(_symmetric_pad(x, r, dim=-2), k.view(1, 1, -1, 1))
+    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
+    return F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
+
+
 class AnomalyMapper(nn.Module):
     """Turns teacher and student pyramids into smoothed anomaly maps of shape (B, H, W)."""
 
@@ -53,10 +65,7 @@ class AnomalyMapper(nn.Module):
     def smooth(self, maps: torch.Tensor) -> torch.Tensor:
         if self.sigma <= 0:
             return maps
-        k = self.kernel.to(maps.dtype)
-        r = k.numel() // 2
-        x = F.conv2d(_symmetric_pad(maps, r, dim=-1), k.view(1, 1, 1, -1))
-        return F.conv2d(_symmetric_pad(x, r, dim=-2), k.view(1, 1, -1, 1))
+        return separable_blur(maps, self.kernel)
 
     def forward(self, teacher: list[torch.Tensor], students: list[list[torch.Tensor]], size: tuple[int, int]) -> torch.Tensor:
         return self.smooth(self.raw(teacher, students, size)).squeeze(1)

@@ -175,10 +175,25 @@ class Worker:
             self.log.info("waiting_for_topic", topic=self.s.frames_topic)
             self._stop.wait(1.0)
 
+    def _sync_group_metadata(self, consumer: KafkaConsumer) -> None:
+        """Refresh the metadata once the subscription is set, before the first join.
+
+        kafka-python 3 snapshots the subscribed topics' partitions only on a metadata update. A
+        first join right after ``subscribe`` assigns with an empty snapshot, and the next routine
+        metadata refresh then differs from it and forces a second, group-wide rebalance half a
+        second later. Every worker start cost the group two rebalances, and now and then the second
+        never completed (a ready worker, its partitions revoked, none assigned again).
+        ``topics()`` is kafka-python's public blocking refresh; its update reaches the snapshot."""
+        try:
+            consumer.topics()
+        except Exception as exc:  # noqa: BLE001 - only costs the extra rebalance this avoids
+            self.log.warning("metadata_failed", error=type(exc).__name__, detail=str(exc)[:300])
+
     def run(self) -> int:
         consumer = self._consumer = self._make_consumer()
         self._await_topic(consumer)
         consumer.subscribe([self.s.frames_topic], listener=_Listener(self))
+        self._sync_group_metadata(consumer)
         self._infer_thread.start()
         self.log.info("worker_started", topic=self.s.frames_topic, group=self.s.group_id, models=self.registry.versions())
         last_commit = last_lag = time.monotonic()

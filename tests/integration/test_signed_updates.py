@@ -131,6 +131,9 @@ def test_only_trusted_signed_updates_inside_the_models_directory_change_the_mode
     recs = reader(names.verdicts).read(have_frames({"after-removal"}), 60, "verdict after the key's removal")
     assert [v.model_version for v in verdicts_of(recs) if v.frame_id == "after-removal"] == ["v2"]
     assert w2.stop() == 0
+    for worker in (w, w2):  # alone in its group, each joined once: no second rebalance after the start
+        events = [json.loads(x)["event"] for x in worker.logs().splitlines() if x.startswith("{")]
+        assert events.count("partitions_assigned") == 1, (worker.name, events)
 
 
 def test_an_unsigned_starting_checkpoint_is_refused_when_keys_are_configured(workers, tiny_checkpoint):

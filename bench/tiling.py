@@ -18,6 +18,8 @@ the tiled engine, interleaved in rounds.
     python bench/tiling.py --out runs/tiling --train 10 --good 30 --defects 63 --epochs 4 --grain 14
     python bench/tiling.py --out runs/tiling-c --train 10 --good 30 --defects 63 --epochs 4 --grain 6 \
         --zoom --contrast-map
+    python bench/tiling.py --out runs/tiling-n15 --train 10 --good 30 --defects 63 --epochs 4 --grain 6 \
+        --zoom --contrast-map --noise 1.5 --rounds 1 --seconds 2
 """
 
 from __future__ import annotations
@@ -65,9 +67,18 @@ def add_defect(img: np.ndarray, rng: np.random.Generator, size: int,
 
 
 def make_data(root: Path, n_train: int, n_good: int, n_defects: int, seed: int, grain: float,
-              contrast: float) -> dict[str, tuple[int, str]]:
-    """Writes the data set; returns test file name → (defect size, kind) for the defective ones."""
+              contrast: float, noise: float = 0.0) -> dict[str, tuple[int, str]]:
+    """Writes the data set; returns test file name → (defect size, kind) for the defective ones.
+    ``noise``: white sensor noise (grey-level std) on every frame, drawn from its own generator so
+    that the parts and defects are those of a run without it."""
     rng = np.random.default_rng(seed)
+    noise_rng = np.random.default_rng(seed + 1)
+
+    def camera(img: np.ndarray) -> np.ndarray:
+        if noise <= 0:
+            return img
+        grey = img[..., 0].astype(np.float32) + noise_rng.normal(0.0, noise, img.shape[:2]).astype(np.float32)
+        return cv2.cvtColor(np.clip(np.round(grey), 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
     def texture(rng: np.random.Generator) -> np.ndarray:
         return make_texture(rng, HW, grain)
@@ -76,14 +87,14 @@ def make_data(root: Path, n_train: int, n_good: int, n_defects: int, seed: int, 
     for folder in ("train/good", "test/good", "test/defect", "ground_truth/defect"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for i in range(n_train):
-        cv2.imwrite(str(root / "train/good" / f"{i:03d}.png"), texture(rng))
+        cv2.imwrite(str(root / "train/good" / f"{i:03d}.png"), camera(texture(rng)))
     for i in range(n_good):
-        cv2.imwrite(str(root / "test/good" / f"{i:03d}.png"), texture(rng))
+        cv2.imwrite(str(root / "test/good" / f"{i:03d}.png"), camera(texture(rng)))
     for i in range(n_defects):
         size = SIZES[i % len(SIZES)]
         img, mask, kind = add_defect(texture(rng), rng, size, contrast)
         name = f"{i:03d}.png"
-        cv2.imwrite(str(root / "test/defect" / name), img)
+        cv2.imwrite(str(root / "test/defect" / name), camera(img))
         cv2.imwrite(str(root / "ground_truth/defect" / f"{i:03d}_mask.png"), mask * 255)
         truth[name] = (size, kind)
     (root / "truth.json").write_text(json.dumps({k: {"size": s, "kind": kd} for k, (s, kd) in truth.items()}))
@@ -156,6 +167,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grain", type=float, default=6.0, help="grey-level std of the surface's fine grain")
     p.add_argument("--contrast", type=float, default=45.0, help="grey levels a defect adds or takes away")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="white sensor noise (grey-level std) on every frame; 0: none, as in the README's table")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--zoom", type=int, nargs="*", default=[2],
@@ -178,9 +191,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "data"
     t0 = time.perf_counter()
-    truth = make_data(data, args.train, args.good, args.defects, args.seed, args.grain, args.contrast)
+    truth = make_data(data, args.train, args.good, args.defects, args.seed, args.grain, args.contrast, args.noise)
     print(f"data: {args.train} train, {args.good} good and {args.defects} defective test frames of "
-          f"{HW[1]}x{HW[0]} px, grain std {args.grain:g}, defect contrast {args.contrast:g} "
+          f"{HW[1]}x{HW[0]} px, grain std {args.grain:g}, defect contrast {args.contrast:g}, "
+          f"sensor noise {args.noise:g} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     previous = args.out / "tiling.json"
     earlier = json.loads(previous.read_text()) if args.reuse and previous.exists() else {}

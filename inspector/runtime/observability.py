@@ -57,6 +57,17 @@ class Metrics:
         self.lag = Gauge("inspector_lag", "Records behind the high watermark.", ["partition"], registry=r)
         self.inflight = Gauge("inspector_inflight_frames", "Frames polled and not yet acknowledged.", registry=r)
         self.paused = Gauge("inspector_paused", "1 while partitions are paused for back-pressure.", registry=r)
+        self.assigned_partitions = Gauge(
+            "inspector_assigned_partitions", "Input partitions this worker owns now.", registry=r
+        )
+        self.rebalances = Counter(
+            "inspector_rebalances_total", "Partition assignments received (one per group rebalance joined).", registry=r
+        )
+        self.rebalance_seconds = Gauge(
+            "inspector_rebalance_seconds",
+            "Seconds this worker has been waiting for its assignment in the current rebalance (0: none).",
+            registry=r,
+        )
         self.decoded_bytes = Gauge(
             "inspector_decoded_bytes", "Decoded-image bytes held (bounded by max_decoded_bytes).", registry=r
         )

@@ -63,9 +63,11 @@ class _Listener(AsyncConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.worker._rebalance_started()
         await self.worker._on_revoked(set(revoked), commit=True)
 
     async def on_partitions_lost(self, lost: Any) -> None:
+        self.worker._rebalance_started()
         await self.worker._on_revoked(set(lost), commit=False)  # already someone else's: no commit
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -125,6 +127,10 @@ class Worker:
         self._stop = threading.Event()
         self._paused = False
         self._joined = False
+        #: when the rebalance this worker waits on began (None: not waiting); warned: logged as slow
+        self._rebalance_since: float | None = None
+        self._rebalance_warned = False
+        self.metrics.rebalance_seconds.set_function(self._rebalance_wait)
         self._last_loop = time.monotonic()
         self._infer_thread = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
         self._consumer: KafkaConsumer | None = None
@@ -192,6 +198,7 @@ class Worker:
     def run(self) -> int:
         consumer = self._consumer = self._make_consumer()
         self._await_topic(consumer)
+        self._rebalance_started()  # the first join is a rebalance too
         consumer.subscribe([self.s.frames_topic], listener=_Listener(self))
         self._sync_group_metadata(consumer)
         self._infer_thread.start()
@@ -216,6 +223,7 @@ class Worker:
                 last_commit = now
             if now - last_lag >= 1.0:
                 self._observe_lag()
+                self._watch_rebalance()
                 last_lag = now
             self._backpressure()
         self._shutdown()
@@ -416,10 +424,41 @@ class Worker:
             if pos is not None:
                 self.metrics.lag.labels(f"{tp.topic}-{tp.partition}").set(max(0, hw - pos))
 
+    def _owned(self) -> set[TopicPartition]:
+        try:
+            return set(self._consumer.assignment()) if self._consumer is not None else set()
+        except Exception:  # noqa: BLE001 - a closing consumer: nothing owned
+            return set()
+
+    def _rebalance_started(self) -> None:
+        if self._rebalance_since is None:
+            self._rebalance_since = time.monotonic()
+            self._rebalance_warned = False
+
+    def _rebalance_wait(self) -> float:
+        since = self._rebalance_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _watch_rebalance(self) -> None:
+        """Log once when a rebalance outlasts what a healthy group needs: every member drains
+        (``drain_timeout_s``) and a dead one is dropped after a session timeout. This worker then
+        serves nothing; ``inspector_rebalance_seconds`` keeps growing for an alert to see."""
+        waited = self._rebalance_wait()
+        limit = self.s.drain_timeout_s + 2 * self.s.kafka_session_timeout_ms / 1000.0
+        if waited > limit and not self._rebalance_warned:
+            self._rebalance_warned = True
+            self.log.warning("rebalance_slow", waited_s=round(waited, 1), expected_within_s=round(limit, 1),
+                             partitions_owned=len(self._owned()))
+
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.tracker.assign(assigned)
         self._joined = True
-        self.log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+        waited = self._rebalance_wait()
+        self._rebalance_since = None
+        self.metrics.rebalances.inc()
+        self.metrics.assigned_partitions.set(len(self._owned() | assigned))
+        self.log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned),
+                      rebalance_s=round(waited, 3))
 
     async def _on_revoked(self, revoked: set[TopicPartition], commit: bool) -> None:
         """Publish and commit what is in flight for ``revoked`` (bounded by drain_timeout_s), drop
@@ -448,6 +487,7 @@ class Worker:
                 self.metrics.lag.remove(f"{tp.topic}-{tp.partition}")
             except KeyError:
                 pass
+        self.metrics.assigned_partitions.set(len(self._owned() - revoked))
         self.log.info(
             "partitions_revoked" if commit else "partitions_lost",
             partitions=sorted(tp.partition for tp in revoked),

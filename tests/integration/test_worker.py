@@ -191,6 +191,9 @@ def test_rebalance_hands_over_without_loss_or_duplicates(workers, names, produce
     published and committed before the partitions move, so every frame gets exactly one verdict."""
     w1 = workers("w1")
     w1.wait_ready()
+    # alone: both partitions, one rebalance (its join), none in progress
+    assert (w1.metric("inspector_assigned_partitions"), w1.metric("inspector_rebalances_total")) == (2, 1)
+    assert w1.metric("inspector_rebalance_seconds") == 0
     vr = reader(names.verdicts)
     sent: list[str] = []
     stop = threading.Event()
@@ -211,7 +214,11 @@ def test_rebalance_hands_over_without_loss_or_duplicates(workers, names, produce
         w2 = workers("w2")
         w2.wait_ready()  # joined: the group re-balanced while w1 was serving
         time.sleep(1.5)
+        assert w1.metric("inspector_rebalances_total") == 2  # its join, w2's join
+        assert [w.metric("inspector_assigned_partitions") for w in (w1, w2)] == [1, 1]
+        assert [w.metric("inspector_rebalance_seconds") for w in (w1, w2)] == [0, 0]
         assert w1.stop() == 0  # leaves: its partitions move to w2 after a drain
+        assert w2.wait_metric("inspector_assigned_partitions", 2, timeout=30) == 2
         time.sleep(1.5)
     finally:
         stop.set()
@@ -228,6 +235,42 @@ def test_rebalance_hands_over_without_loss_or_duplicates(workers, names, produce
     assert committed_offsets(kafka_bootstrap, names.group, names.frames) == dict(
         Counter(v.source.partition for v in vs)
     )
+
+
+def test_a_rebalance_held_up_by_another_member_is_visible_and_logged(workers, names, kafka_bootstrap,
+                                                                     kafka_group_settings):
+    """A member of the group that stops polling holds a rebalance up (the broker waits for it up to
+    its rebalance timeout): the joining worker is not ready, ``inspector_rebalance_seconds`` grows,
+    ``rebalance_slow`` is logged once past drain + two sessions; when the member polls again the
+    worker gets its partition and the gauge is back at 0."""
+    from kafka import KafkaConsumer
+
+    other = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=names.group, enable_auto_commit=False,
+                          **{**kafka_group_settings, "max_poll_interval_ms": 90_000})
+    other.subscribe([names.frames])
+    deadline = time.monotonic() + 30
+    while len(other.assignment()) < 2 and time.monotonic() < deadline:
+        other.poll(timeout_ms=200)
+    assert len(other.assignment()) == 2
+    try:
+        w = workers("held", INSPECTOR_DRAIN_TIMEOUT_S="1")  # warned after 1 + 2 × 6 s
+        deadline = time.monotonic() + 60
+        while '"rebalance_slow"' not in w.logs() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        waited = w.metric("inspector_rebalance_seconds")
+        assert waited > 13, (waited, w.logs()[-2000:])
+        assert not w.ready() and w.metric("inspector_assigned_partitions") == 0
+        deadline = time.monotonic() + 30
+        while len(other.assignment()) != 1 and time.monotonic() < deadline:
+            other.poll(timeout_ms=200)  # rejoins: the rebalance completes
+        assert len(other.assignment()) == 1
+        w.wait_ready(timeout=30)
+        assert w.metric("inspector_assigned_partitions") == 1 and w.metric("inspector_rebalance_seconds") == 0
+        slow = [json.loads(x) for x in w.logs().splitlines() if '"rebalance_slow"' in x]
+        assert len(slow) == 1 and slow[0]["expected_within_s"] == 13.0
+    finally:
+        other.close()
+    assert w.stop() == 0
 
 
 def test_bad_frames_are_rejected_and_dead_lettered(workers, names, producer, reader):

@@ -6,7 +6,7 @@ find the scratches, and whether that would hold on a real camera. It makes the t
 surface (``tiling.make_texture``: a 6-grey-level grain correlated over 1.2 px, slow illumination)
 as ``--size``² crops with one defect each (``tiling.add_defect``: spots and 1 px scratches of 5, 8
 and 12 px, 45 grey levels), optionally adds white sensor noise of ``--noise`` grey levels to every
-frame (the synthetic frames have none; a camera's read and shot noise is one to a few levels),
+frame (the synthetic frames have none; a real camera adds its own read and shot noise),
 and scores each filter bank by its largest normalised response over a frame. A defect counts as
 found when its frame's peak is above the largest over ``--good`` good frames: the bench's rule.
 

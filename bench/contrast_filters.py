@@ -39,7 +39,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiling import add_defect, make_texture  # noqa: E402
 
-from inspector.model.nets.contrast import line_kernels  # noqa: E402
+from inspector.model.nets.contrast import LocalContrast, line_kernels  # noqa: E402
 from inspector.model.nets.discrepancy import gaussian_kernel1d, separable_blur  # noqa: E402
 
 SIZES = (5, 8, 12)
@@ -119,7 +119,7 @@ def main() -> int:
         for i in range(args.defects):
             img, _, kind = add_defect(make_texture(rng, hw), rng, SIZES[i % len(SIZES)])
             bad.append((residual(img, noise, noise_rng), SIZES[i % len(SIZES)], kind == "scratch"))
-        product = matched_bank((1.0,), (11.0,))
+        product = LocalContrast((1.0, 1.0, 1.0)).bank  # the map's own filters, on the same residual
         whitened = whitened_bank(fit_predictor(train))
         banks = {"product": product, "more scales": matched_bank((1.0, 2.0), (7.0, 11.0)),
                  "whitened": whitened, "product + whitened": both(product, whitened)}

@@ -74,11 +74,15 @@ class LocalContrast(nn.Module):
         # (2026.4) got the plain subtraction of these two branches wrong in the exported graph
         # (tests/unit/test_contrast.py runs the graph on OpenVINO against torch)
         residual = F.conv2d(torch.cat([grey, separable_blur(grey, self.background)], dim=1), self.difference)
-        # the residual is zero-mean, so the filters pad it with zeros: at the input's edges they see
-        # fewer pixels and respond less, where a mirrored border would repeat pixels and respond more
-        # than the surface does (a false peak at every tile edge)
-        r = self.lines.shape[-1] // 2
-        lines = F.conv2d(residual, self.lines, padding=r)
+        return self.bank(residual)
+
+    def bank(self, residual: torch.Tensor) -> torch.Tensor:
+        """(B, filters, H, W) absolute responses of the blob and line filters to a (B,1,H,W) residual.
+
+        The residual is zero-mean, so the filters pad it with zeros: at the input's edges they see
+        fewer pixels and respond less, where a mirrored border would repeat pixels and respond more
+        than the surface does (a false peak at every tile edge)."""
+        lines = F.conv2d(residual, self.lines, padding=self.lines.shape[-1] // 2)
         return torch.cat([separable_blur(residual, self.spot, mirror=False), lines], dim=1).abs()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""`trainer fit | evaluate | collect | refresh`. Each prints one JSON object as its last line."""
+"""`trainer fit | evaluate | calibrate | collect | refresh`. Each prints one JSON object as its last line."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def _fit(args: argparse.Namespace) -> int:
         selection=args.selection, synthetic_train=args.synthetic_train,
         batch_size=args.batch_size, lr=args.lr, betas=(args.beta1, args.beta2), loss=args.loss, seed=args.seed,
         val_fraction=args.val_fraction, target_frr=args.target_frr, calibration=args.calibration,
+        precision_thresholds=args.precision_thresholds,
         score_mode=args.score_mode, topk_fraction=args.topk_fraction, memory_bank=args.memory_bank,
         coreset_fraction=args.coreset_fraction, memory_weight=_memory_weight_arg(args.memory_weight),
         global_gaussian=args.global_gaussian, contrast_map=args.contrast_map, device=args.device,
@@ -67,9 +68,25 @@ def _fit_default(name: str):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from inspector.engine.options import EngineOptions
+
     from .evaluate import evaluate
 
-    print(json.dumps(evaluate(args.checkpoint, args.data, args.report, args.device, args.batch_size)))
+    options = EngineOptions(backend=args.backend, precision=args.precision)
+    print(json.dumps(evaluate(args.checkpoint, args.data, args.report, args.device, args.batch_size, options=options)))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import structlog
+
+    from .precision import calibrate_checkpoint
+
+    m = calibrate_checkpoint(args.checkpoint, args.data, args.out, structlog.get_logger("trainer.calibrate"),
+                             device=args.device)
+    print(json.dumps({"checkpoint": str(args.out), "version": m.version, "parent_version": m.parent_version,
+                      "threshold": m.threshold,
+                      "precision_thresholds": {k: v.threshold for k, v in m.precision_points.items()}}))
     return 0
 
 
@@ -128,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the threshold is read off the validation normals: the empirical quantile, the "
                         "quantile of a fitted Gumbel law (few normals), or auto: empirical once n x target-frr "
                         ">= 10, else gumbel")
+    f.add_argument("--precision-thresholds", action=argparse.BooleanOptionalAction, default=True,
+                   help="also calibrate a threshold on the validation normals as scored in each reduced precision "
+                        "a worker may pick and this machine can run (OpenVINO bf16 on a CPU with native bf16, "
+                        "torch bf16 on a GPU): a bf16 map's maximum sits higher than fp32's, so the fp32 "
+                        "threshold would reject more good parts than --target-frr there")
     f.add_argument("--score-mode", choices=["max", "topk"], default="max",
                    help="image score: the map's maximum, or the mean of its top --topk-fraction of pixels")
     f.add_argument("--topk-fraction", type=float, default=_fit_default("topk_fraction"))
@@ -167,7 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", type=Path, default=None, help="folder for metrics.json, ROC curves and heatmaps")
     e.add_argument("--device", default=None)
     e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--backend", choices=["auto", "torch", "onnx", "openvino"], default="auto",
+                   help="how the engine runs the model (auto: as a worker on this machine would)")
+    e.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: as a worker here would; the threshold is the one calibrated for that precision, "
+                        "where the checkpoint has one (the report's threshold_calibrated_in says)")
     e.set_defaults(func=_evaluate)
+
+    c = sub.add_parser("calibrate", help="copy a checkpoint with thresholds for the reduced precisions this "
+                                         "machine can run, calibrated on the normals it was fitted on")
+    c.add_argument("--checkpoint", type=Path, required=True)
+    c.add_argument("--data", type=Path, required=True, help="the MVTec-layout folder it was fitted on")
+    c.add_argument("--out", type=Path, required=True, help="where the calibrated copy (a new version) is written")
+    c.add_argument("--device", default=None, help="where torch bf16 is calibrated (default: the GPU if any)")
+    c.set_defaults(func=_calibrate)
 
     from . import commands  # collect, refresh
 

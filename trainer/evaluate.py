@@ -20,6 +20,7 @@ import structlog
 
 from inspector.contracts.decode import DecodeError
 from inspector.engine.engine import DiscrepancyEngine, load_engine
+from inspector.engine.options import EngineOptions
 
 from .data import DatasetError, load_sample, resize_mask, scan_dataset
 from .metrics import per_type_metrics, score_stats
@@ -82,9 +83,11 @@ def run_test_set(engine: DiscrepancyEngine, data: str | Path, batch_size: int = 
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, report: str | Path | None = None,
-             device: str | None = None, batch_size: int = 16, keep_scores: bool = False) -> dict[str, Any]:
-    """Metrics of a checkpoint on a labelled folder; ``keep_scores`` adds the per-image scores and labels."""
-    engine = load_engine(checkpoint, device)
+             device: str | None = None, batch_size: int = 16, keep_scores: bool = False,
+             options: EngineOptions = EngineOptions()) -> dict[str, Any]:
+    """Metrics of a checkpoint on a labelled folder, run as ``options`` ask (default: as a worker
+    here would); ``keep_scores`` adds the per-image scores and labels."""
+    engine = load_engine(checkpoint, device, options)
     t0 = time.perf_counter()
     scores, maps, masks, labels, types, paths, originals, skipped = run_test_set(engine, data, batch_size)
     infer_s = time.perf_counter() - t0
@@ -97,8 +100,11 @@ def evaluate(checkpoint: str | Path, data: str | Path, report: str | Path | None
         "method": engine.manifest.method, "variant": engine.manifest.variant, "teacher": engine.manifest.teacher,
         "image_size": engine.image_size, "input": engine.geometry.describe(),
         "image_auroc": overall["image_auroc"], "pixel_auroc": overall.get("pixel_auroc"), "aupro": overall.get("aupro"),
-        "threshold": thr, "target_frr": engine.manifest.target_frr,
-        "calibration": engine.manifest.calibration.get("method", "empirical"),
+        "plan": engine.plan.describe(), "threshold": thr, "target_frr": engine.manifest.target_frr,
+        "calibration": engine.operating_point.calibration.get("method", "empirical"),
+        # the threshold of the precision the engine ran in, when the fit calibrated one (else fp32)
+        "threshold_calibrated_in": (engine.plan.numerics if engine.plan.numerics in engine.manifest.precision_points
+                                    else "fp32"),
         "false_reject_rate": float(np.mean(scores[good] >= thr)) if good.any() else None,
         "defect_recall": float(np.mean(scores[labels] >= thr)) if labels.any() else None,
         "per_type": result["per_type"],

@@ -22,6 +22,7 @@ import numpy as np
 import structlog
 import torch
 
+from inspector.engine.backends.plan import Runner
 from inspector.model.checkpoint import (InputGeometry, Manifest, TilingSpec, new_version, read_manifest, read_weights,
                                   save_checkpoint)
 from inspector.contracts.decode import DecodeError, read_image
@@ -37,6 +38,7 @@ from . import distributed
 from .anomalies import paint
 from .data import data_fingerprint, scan_dataset, split_train_val
 from .metrics import calibrate_threshold, score_stats
+from .precision import precision_points
 from .signals import (DEFAULT_CORESET_FRACTION, align_contrast, all_components, choose_memory_weight, fit_signals,
                       fusion_config)
 
@@ -79,6 +81,7 @@ class FitConfig:
     val_fraction: float = 0.1
     target_frr: float = 0.005
     calibration: str = "auto"  # auto | empirical | gumbel (trainer.metrics.calibrate_threshold)
+    precision_thresholds: bool = True  # also calibrate for the reduced precisions runnable here (trainer.precision)
     score_mode: str = "max"
     topk_fraction: float = 0.01
     memory_bank: bool = True  # fuse a patch memory bank of teacher features (inspector.model.nets.signals)
@@ -174,16 +177,18 @@ def tiles_of(images: list[np.ndarray], tiling: Tiling, limit: int | None = None,
 
 @torch.no_grad()
 def tiled_normal_scores(model: DiscrepancyModel, frames: list[np.ndarray], tiling: Tiling, geometry: Geometry,
-                        spec, device, max_tiles: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Whole-frame scores and stitched-map maxima of normal frames, as the engine computes them."""
+                        spec, device, max_tiles: int = 32, run: Runner | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-frame scores and stitched-map maxima of normal frames, as the engine computes them;
+    ``run``: a serving runner of ``model`` instead of the model itself."""
     model.eval()
+    run_batch = run or model.maps_and_scores
 
-    def run(tiles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def run_tiles(tiles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         x, _ = to_batches(tiles, geometry, spec.mean, spec.std)
-        return model.tile_outputs(*model.maps_and_scores(x.to(device)))
+        return model.tile_outputs(*run_batch(x.to(device)))
 
     scores, peaks = [], []
-    for _, fmap, parts in iter_stitched(frames, tiling, run, max_tiles):
+    for _, fmap, parts in iter_stitched(frames, tiling, run_tiles, max_tiles):
         scores.append(model.frame_score(fmap, parts))
         peaks.append(float(fmap.max()))
     return np.asarray(scores, np.float32), np.asarray(peaks, np.float32)
@@ -343,13 +348,14 @@ def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_s
 
 @torch.no_grad()
 def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32,
-                  valid: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  valid: torch.Tensor | None = None, run: Runner | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Image scores and map maxima of normal images (over each frame's part of its input, as the
-    engine scores them)."""
+    engine scores them); ``run``: a serving runner of ``model`` instead of the model itself."""
     model.eval()
+    run = run or model.maps_and_scores
     scores, peaks = [], []
     for i in range(0, len(x), batch):
-        maps, s = model.maps_and_scores(x[i:i + batch].to(device))
+        maps, s = run(x[i:i + batch].to(device))
         v = None if valid is None else valid[i:i + batch].to(maps.device)
         scores.append(model.content_scores(maps, s, v).float().cpu())
         peaks.append(image_scores(maps, "max", valid=v).float().cpu())
@@ -592,15 +598,21 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         log.info("contrast_aligned", contrast_scale=round(model.config.contrast_scale, 6),
                  contrast_peak=round(contrast_peak, 4), mix_peak=round(mix_peak, 4))
     signals_seconds = time.perf_counter() - t_signals
-    if tiling is None:
-        scores, peaks = normal_scores(model, x_val, device, valid=valid_val)
-    else:  # the threshold is for whole frames, as they are served
-        scores, peaks = tiled_normal_scores(model, val_frames, tiling, geometry, spec, device)
+
+    def score_normals(run: Runner | None, on: torch.device) -> tuple[np.ndarray, np.ndarray]:
+        if tiling is None:
+            return normal_scores(model, x_val, on, valid=valid_val, run=run)
+        # the threshold is for whole frames, as they are served
+        return tiled_normal_scores(model, val_frames, tiling, geometry, spec, on, run=run)
+
+    scores, peaks = score_normals(None, device)
     threshold, calibration = calibrate_threshold(scores, cfg.target_frr, cfg.calibration)
     region_threshold = None
     if model.config.fused:  # the map's own units: outline where it exceeds what normals reach
         region_threshold, region_cal = calibrate_threshold(peaks, cfg.target_frr, cfg.calibration)
         calibration["region"] = region_cal
+    points = precision_points(model, geometry.hw, device, score_normals, cfg.target_frr, cfg.calibration, log,
+                              plans=None if cfg.precision_thresholds else [])
     signals = fusion_config(model.config)
     manifest = Manifest(
         name=cfg.name or Path(cfg.data).resolve().name, version=new_version(), parent_version=parent,
@@ -611,6 +623,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         tiling=None if tiling is None else TilingSpec(tile=tiling.tile, overlap=tiling.overlap, zoom=tiling.zoom),
         mean=spec.mean, std=spec.std, sigma=mcfg.sigma, score_mode=cfg.score_mode, topk_fraction=cfg.topk_fraction,
         loss=cfg.loss, threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
+        precision_points=points,
         signals=signals, region_threshold=region_threshold, calibration=calibration,
         metrics={"val_loss": best["val"], "best_epoch": best["epoch"], "val_images": len(scores),
                  "selection": selection, **({"memory_weighing": weighing} if weighing else {}),
@@ -635,5 +648,6 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
             "variant": manifest.variant, "teacher": cfg.teacher, "threshold": threshold,
             "best_epoch": best["epoch"], "val_loss": best["val"], "train_seconds": round(train_seconds, 1),
             "signals_seconds": round(signals_seconds, 1), "calibration": calibration["method"],
+            "precision_thresholds": {k: v.threshold for k, v in points.items()},
             **({"memory_weight": model.config.memory_weight} if model.memory is not None else {}),
             "train_images": n, "skipped_images": len(skipped)}

@@ -280,7 +280,9 @@ class Verdict(_Wire):
     model_version: str | None = None
     verdict: VerdictKind
     score: float | None = None
-    threshold: float | None = None
+    threshold: float | None = Field(
+        None, description="The threshold the score was judged against: the model's, for the precision this worker "
+        "runs it in (Manifest.precision_points), else its fp32 one.")
     regions: list[Region] = Field(default_factory=list)
     mask: Mask | None = None
     heatmap_key: str | None = Field(

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import structlog
 import torch
 
 from inspector.contracts.wire import Region
@@ -26,7 +27,8 @@ from inspector.engine.backends.select import select_runner
 from inspector.engine.capabilities import pick_device
 from inspector.engine.options import EngineOptions
 from inspector.engine.regions import find_regions, reduced_masks
-from inspector.model.checkpoint import CheckpointError, Manifest, manifest_sha256, read_manifest, read_weights
+from inspector.model.checkpoint import (CheckpointError, Manifest, OperatingPoint, manifest_sha256, read_manifest,
+                                        read_weights)
 from inspector.model.geometry import Geometry, Placement
 from inspector.model.nets.model import DiscrepancyModel, ModelConfig, build_student
 from inspector.model.nets.teachers import TeacherWeightsError, build_teacher
@@ -75,16 +77,37 @@ class DiscrepancyEngine:
         self.tiling = manifest.input_tiling()
         self.max_tiles = max(1, int(options.max_tiles))
         self._run, self.plan = select_runner(self.model, device, options, self.geometry.hw, onnx_cache)
+        self._log_operating_point()
+
+    def _log_operating_point(self) -> None:
+        numerics, log = self.plan.numerics, structlog.get_logger("inspector.engine")
+        fields = {"model": self.manifest.name, "version": self.manifest.version, "numerics": numerics,
+                  "threshold": round(self.threshold, 6)}
+        if numerics == "fp32" or numerics in self.manifest.precision_points:
+            log.info("operating_point", **fields)
+        else:  # e.g. a checkpoint fitted where this precision could not run, or before it was calibrated
+            log.warning("threshold_not_calibrated_for_plan", **fields,
+                        hint="the fp32 threshold is used: false rejects may differ from the target")
 
     name = property(lambda self: self.manifest.name)
     version = property(lambda self: self.manifest.version)
-    threshold = property(lambda self: self.manifest.threshold)
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        """The thresholds for the scores this engine's plan gives: calibrated on the validation
+        normals in the plan's own precision where the fit could (a bf16 plan's maxima sit higher
+        than fp32's), else the fp32 ones."""
+        return self.manifest.operating_point(self.plan.numerics)
+
+    @property
+    def threshold(self) -> float:
+        return self.operating_point.threshold
 
     @property
     def region_threshold(self) -> float:
         """The map level that outlines regions, masks and the heatmap's midpoint."""
-        m = self.manifest
-        return m.threshold if m.region_threshold is None else m.region_threshold
+        return self.operating_point.map_threshold()
+
     image_size = property(lambda self: self.manifest.image_size)
 
     def units(self, hw: tuple[int, int]) -> int:

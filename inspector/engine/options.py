@@ -31,6 +31,13 @@ class ExecutionPlan:
     fuse: bool = True  # fold batch norms, static padding (exact rewrites; torch backend only)
     compile: bool = False  # torch.compile (inductor), one graph per batch size
 
+    @property
+    def numerics(self) -> str:
+        """The key of the scores this plan gives, for its calibrated threshold: every fp32 plan
+        gives the same scores (within 1e-5), so they share ``"fp32"``; a reduced precision is
+        numerically its own (``"openvino-bf16"``, ``"torch-bf16"``)."""
+        return "fp32" if self.precision == "fp32" else f"{self.backend}-{self.precision}"
+
     def describe(self) -> str:
         if self.backend in ("onnx", "openvino"):
             return f"{self.backend}-{self.precision}"

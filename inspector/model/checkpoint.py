@@ -103,6 +103,22 @@ class TilingSpec(BaseModel):
     zoom: int = Field(1, ge=1, le=8)
 
 
+class OperatingPoint(BaseModel):
+    """A threshold and what it was calibrated on: the validation normals as one way of running
+    the model scores them (``Manifest.operating_point``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float
+    region_threshold: float | None = None
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    score_stats: dict[str, float | int] = Field(default_factory=dict)
+
+    def map_threshold(self) -> float:
+        """The map level that outlines regions (the image threshold when none was calibrated)."""
+        return self.threshold if self.region_threshold is None else self.region_threshold
+
+
 class Manifest(BaseModel):
     """Everything needed to rebuild, verify and judge a trained model."""
 
@@ -135,10 +151,24 @@ class Manifest(BaseModel):
         None, description="map level that outlines regions and masks; None: the image threshold")
     calibration: dict[str, Any] = Field(default_factory=dict, description="how the threshold was set")
     score_stats: dict[str, float | int] = Field(default_factory=dict)
+    precision_points: dict[str, OperatingPoint] = Field(
+        default_factory=dict,
+        description="thresholds calibrated on the same validation normals as scored in a reduced precision, "
+        "keyed by ExecutionPlan.numerics (e.g. 'openvino-bf16'); fp32 plans, and plans not listed, use "
+        "`threshold`")
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_fingerprint: str = ""
     training: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: str = ""
+
+    def operating_point(self, numerics: str = "fp32") -> OperatingPoint:
+        """The threshold for scores computed as ``numerics`` says (``ExecutionPlan.numerics``):
+        its own when the fit calibrated one, else the fp32 one (``threshold``)."""
+        point = self.precision_points.get(numerics)
+        if point is not None:
+            return point
+        return OperatingPoint(threshold=self.threshold, region_threshold=self.region_threshold,
+                              calibration=self.calibration, score_stats=self.score_stats)
 
     def input_tiling(self) -> Tiling | None:
         t = self.tiling

@@ -1,4 +1,5 @@
-"""The command lines a user runs: `trainer evaluate` and `inspector score` (as real subprocesses)."""
+"""The command lines a user runs: `trainer evaluate`, `trainer calibrate` and `inspector score` (as real
+subprocesses)."""
 
 import json
 import subprocess
@@ -8,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inspector.model.checkpoint import read_manifest
 from trainer.synthetic import make_image
 
 
@@ -29,6 +31,29 @@ def test_trainer_evaluate_prints_metrics_json_and_writes_a_report(tiny_checkpoin
     for name in ("metrics.json", "roc_image.png", "roc_pixel.png", "heatmaps.png"):
         assert (tmp_path / "report" / name).is_file()
     assert cv2.imread(str(tmp_path / "report" / "heatmaps.png")) is not None
+    # judged at the threshold of the precision it ran in (bf16 where this CPU has it), and says so
+    m = read_manifest(tiny_checkpoint)
+    assert result["threshold_calibrated_in"] in ("fp32", *m.precision_points)
+    assert result["threshold"] == m.operating_point(result["threshold_calibrated_in"]).threshold
+    exact = run("trainer.cli", "evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(synthetic_data),
+                "--device", "cpu", "--precision", "fp32")
+    exact = json.loads(exact.stdout.strip().splitlines()[-1])
+    assert (exact["threshold_calibrated_in"], exact["threshold"]) == ("fp32", m.threshold)
+    assert exact["plan"] in ("onnx-fp32", "openvino-fp32") or exact["plan"].startswith("torch-fp32")
+
+
+def test_trainer_calibrate_writes_a_new_version_or_a_clear_error(tiny_checkpoint, synthetic_data, strip_data,
+                                                                 tmp_path):
+    proc = run("trainer.cli", "calibrate", "--checkpoint", str(tiny_checkpoint), "--data", str(strip_data),
+               "--out", str(tmp_path / "wrong"), check=False)
+    assert proc.returncode == 2
+    assert "fingerprint" in json.loads(proc.stdout.strip().splitlines()[-1])["message"]
+    proc = run("trainer.cli", "calibrate", "--checkpoint", str(tiny_checkpoint), "--data", str(synthetic_data),
+               "--out", str(tmp_path / "cal"), "--device", "cpu")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    m = read_manifest(tmp_path / "cal")
+    assert out["version"] == m.version and out["parent_version"] == read_manifest(tiny_checkpoint).version
+    assert out["precision_thresholds"] == {k: v.threshold for k, v in m.precision_points.items()}
 
 
 def test_inspector_score_json_lines_heatmaps_and_bad_files(tiny_checkpoint, tmp_path):

@@ -115,7 +115,8 @@ def test_rms_reads_only_the_frames_pixels():
 @pytest.fixture(scope="module")
 def contrast_checkpoint(synthetic_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("contrast") / "ckpt"
-    fit(FitConfig(data=synthetic_data, out=out, image_size=32, epochs=1, progress=False, max_train_images=16,
+    fit(FitConfig(precision_thresholds=False,
+                  data=synthetic_data, out=out, image_size=32, epochs=1, progress=False, max_train_images=16,
                   contrast_map=True))
     return out
 

@@ -32,14 +32,16 @@ def test_briefly_trained_model_separates_synthetic_defects(tiny_checkpoint, synt
 
 
 def test_selection_by_loss_keeps_the_lowest_validation_loss(synthetic_data, tmp_path):
-    fit(FitConfig(data=synthetic_data, out=tmp_path / "m", image_size=32, epochs=3, seed=1, progress=False,
+    fit(FitConfig(precision_thresholds=False,
+                  data=synthetic_data, out=tmp_path / "m", image_size=32, epochs=3, seed=1, progress=False,
                   max_train_images=16, selection="loss"))
     m = read_manifest(tmp_path / "m")
     history = m.training["history"]
     assert m.metrics["selection"] == "loss" and all("synthetic" not in h for h in history)
     assert m.metrics["best_epoch"] == int(np.argmin([h["val_loss"] for h in history])) + 1
     with pytest.raises(ValueError, match="selection"):
-        fit(FitConfig(data=synthetic_data, out=tmp_path / "x", epochs=1, progress=False, selection="best"))
+        fit(FitConfig(precision_thresholds=False,
+                      data=synthetic_data, out=tmp_path / "x", epochs=1, progress=False, selection="best"))
 
 
 def test_training_on_painted_anomalies_runs_and_is_recorded(synthetic_data, tmp_path):
@@ -48,7 +50,8 @@ def test_training_on_painted_anomalies_runs_and_is_recorded(synthetic_data, tmp_
     from inspector.model.nets.teachers import build_teacher
     from trainer.fit import painted_inputs
 
-    summary = fit(FitConfig(data=synthetic_data, out=tmp_path / "m", image_size=32, epochs=2, seed=1, progress=False,
+    summary = fit(FitConfig(precision_thresholds=False,
+                            data=synthetic_data, out=tmp_path / "m", image_size=32, epochs=2, seed=1, progress=False,
                             max_train_images=16, synthetic_train=0.5))
     assert read_manifest(tmp_path / "m").training["synthetic_train"] == 0.5 and summary["best_epoch"] in (1, 2)
     # the painted share gets the teacher's features of the painted image; the rest is untouched
@@ -67,11 +70,13 @@ def test_training_on_painted_anomalies_runs_and_is_recorded(synthetic_data, tmp_
     for a, b in zip(tf_in, tf):
         assert torch.equal(a[2:], b[2:]) and not torch.equal(a[:2], b[:2])
     with pytest.raises(ValueError, match="synthetic_train"):
-        fit(FitConfig(data=synthetic_data, out=tmp_path / "x", epochs=1, progress=False, synthetic_train=1.5))
+        fit(FitConfig(precision_thresholds=False,
+                      data=synthetic_data, out=tmp_path / "x", epochs=1, progress=False, synthetic_train=1.5))
 
 
 def test_resume_continues_where_it_stopped(synthetic_data, tmp_path):
-    base = dict(data=synthetic_data, out=tmp_path / "m", image_size=32, seed=1, progress=False, max_train_images=16)
+    base = dict(data=synthetic_data, out=tmp_path / "m", image_size=32, seed=1, progress=False, max_train_images=16,
+                precision_thresholds=False)
     fit(FitConfig(**base, epochs=1))
     summary = fit(FitConfig(**base, epochs=3, resume=True))
     history = json.loads((state_dir(tmp_path / "m") / "state.json").read_text())["history"]
@@ -86,18 +91,22 @@ def test_undecodable_training_images_are_skipped_and_reported(synthetic_data, tm
     data = tmp_path / "data"
     shutil.copytree(synthetic_data, data)
     (data / "train" / "good" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    summary = fit(FitConfig(data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False, max_train_images=100))
+    summary = fit(FitConfig(precision_thresholds=False,
+                            data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False,
+                            max_train_images=100))
     assert summary["skipped_images"] == 1
     assert read_manifest(tmp_path / "m").training["skipped_images"][0][1] == "undecodable"
 
 
 def test_warm_start_records_the_parent(tiny_checkpoint, synthetic_data, tmp_path):
     parent = read_manifest(tiny_checkpoint)
-    fit(FitConfig(data=synthetic_data, out=tmp_path / "child", image_size=64, epochs=1, progress=False,
+    fit(FitConfig(precision_thresholds=False,
+                  data=synthetic_data, out=tmp_path / "child", image_size=64, epochs=1, progress=False,
                   init_from=tiny_checkpoint, max_train_images=16))
     assert read_manifest(tmp_path / "child").parent_version == parent.version
     with pytest.raises(ValueError, match="warm-start"):
-        fit(FitConfig(data=synthetic_data, out=tmp_path / "x", method="dskd", image_size=64, epochs=1,
+        fit(FitConfig(precision_thresholds=False,
+                      data=synthetic_data, out=tmp_path / "x", method="dskd", image_size=64, epochs=1,
                       progress=False, init_from=tiny_checkpoint))
 
 
@@ -119,7 +128,8 @@ def test_a_single_training_image_is_a_clear_error(tmp_path):
 
     data = _folder(tmp_path, [make_image(None, size=64, seed=0, index=0)[0]])
     with pytest.raises(ValueError, match="not enough usable normal images.*1 train, 0 validation"):
-        fit(FitConfig(data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False))
+        fit(FitConfig(precision_thresholds=False,
+                      data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False))
 
 
 def test_mixed_aspect_ratios_and_images_smaller_than_the_input_train(tmp_path):
@@ -136,7 +146,8 @@ def test_mixed_aspect_ratios_and_images_smaller_than_the_input_train(tmp_path):
         y, x = rng.integers(0, 128 - h + 1), rng.integers(0, 128 - w + 1)
         images.append(np.ascontiguousarray(img[y:y + h, x:x + w]))
     data = _folder(tmp_path, images)
-    summary = fit(FitConfig(data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False))
+    summary = fit(FitConfig(precision_thresholds=False,
+                            data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False))
     m = read_manifest(tmp_path / "m")
     assert summary["train_images"] + m.metrics["val_images"] == 12
     assert m.geometry is not None and m.geometry.resize == "pad" and summary["input"] == f"{m.geometry.width}x{m.geometry.height} pad"

@@ -115,7 +115,8 @@ def test_a_square_checkpoint_without_geometry_still_loads_and_serves(checkpoint_
 def test_stretch_keeps_the_square_manifest_of_older_models(synthetic_data, tmp_path):
     from trainer.fit import FitConfig, fit
 
-    out = fit(FitConfig(data=synthetic_data, out=tmp_path / "c", image_size=64, epochs=1, resize="stretch",
+    out = fit(FitConfig(precision_thresholds=False,
+                        data=synthetic_data, out=tmp_path / "c", image_size=64, epochs=1, resize="stretch",
                         progress=False, memory_bank=False, global_gaussian=False))
     m = read_manifest(out["checkpoint"])
     assert m.geometry is None and m.image_size == 64 and m.input_geometry() == Geometry.square(64)
@@ -135,7 +136,9 @@ def test_mixed_and_small_training_images_have_a_defined_geometry(tmp_path, caplo
     shapes = [(32, 96)] * 8 + [(48, 48)] * 2 + [(24, 24)] * 2  # median aspect 3:1; some tiny
     images = [make_image(size=h, width=w, seed=1, index=i)[0] for i, (h, w) in enumerate(shapes)]
     _write(tmp_path / "mixed" / "train" / "good", images)
-    out = fit(FitConfig(data=tmp_path / "mixed", out=tmp_path / "c", image_size=96, epochs=1, progress=False))
+    out = fit(FitConfig(precision_thresholds=False,
+                        data=tmp_path / "mixed", out=tmp_path / "c", image_size=96, epochs=1, progress=False))
     assert out["input"] == "160x64 pad"  # 3:1 at about 96^2 pixels, snapped to multiples of 32
     with pytest.raises(ValueError, match="multiple of 32"):
-        fit(FitConfig(data=tmp_path / "mixed", out=tmp_path / "d", input_size=(60, 100), epochs=1, progress=False))
+        fit(FitConfig(precision_thresholds=False,
+                      data=tmp_path / "mixed", out=tmp_path / "d", input_size=(60, 100), epochs=1, progress=False))

@@ -125,7 +125,8 @@ def test_global_change_raises_the_fused_score_more_than_the_students_map(tiny_ch
 
 
 def test_signals_off_gives_the_students_map_alone(synthetic_data, tmp_path):
-    fit(FitConfig(data=synthetic_data, out=tmp_path / "plain", image_size=32, epochs=1, progress=False,
+    fit(FitConfig(precision_thresholds=False,
+                  data=synthetic_data, out=tmp_path / "plain", image_size=32, epochs=1, progress=False,
                   max_train_images=16, memory_bank=False, global_gaussian=False))
     m = read_manifest(tmp_path / "plain")
     assert m.signals is None and m.region_threshold is None
@@ -136,7 +137,8 @@ def test_signals_off_gives_the_students_map_alone(synthetic_data, tmp_path):
 
 def test_a_checkpoint_written_before_signals_still_loads_and_serves(synthetic_data, tmp_path):
     """A manifest without the new fields (as every checkpoint before them) loads as before."""
-    fit(FitConfig(data=synthetic_data, out=tmp_path / "old", image_size=32, epochs=1, progress=False,
+    fit(FitConfig(precision_thresholds=False,
+                  data=synthetic_data, out=tmp_path / "old", image_size=32, epochs=1, progress=False,
                   max_train_images=16, memory_bank=False, global_gaussian=False, calibration="empirical"))
     path = tmp_path / "old" / "manifest.json"
     raw = json.loads(path.read_text())
@@ -165,7 +167,8 @@ def test_signal_tensors_that_do_not_fit_the_manifest_are_refused(checkpoint_copy
 
 
 def test_warm_start_from_a_fused_checkpoint_refits_the_signals(tiny_checkpoint, synthetic_data, tmp_path):
-    fit(FitConfig(data=synthetic_data, out=tmp_path / "child", image_size=64, epochs=1, progress=False,
+    fit(FitConfig(precision_thresholds=False,
+                  data=synthetic_data, out=tmp_path / "child", image_size=64, epochs=1, progress=False,
                   init_from=tiny_checkpoint, max_train_images=16))
     child = read_manifest(tmp_path / "child")
     assert child.signals is not None and child.signals.memory_bank_size > 0
@@ -311,12 +314,14 @@ def test_the_fit_records_its_chosen_memory_weight(tiny_checkpoint):
 
 
 def test_a_given_memory_weight_is_kept_and_nothing_is_weighed(synthetic_data, tmp_path):
-    fit(FitConfig(data=synthetic_data, out=tmp_path / "w", image_size=32, epochs=1, progress=False,
+    fit(FitConfig(precision_thresholds=False,
+                  data=synthetic_data, out=tmp_path / "w", image_size=32, epochs=1, progress=False,
                   max_train_images=16, memory_weight=0.2))
     m = read_manifest(tmp_path / "w")
     assert m.signals.memory_weight == pytest.approx(0.2) and "memory_weighing" not in m.metrics
     with pytest.raises(ValueError, match="memory_weight"):
-        fit(FitConfig(data=synthetic_data, out=tmp_path / "bad", image_size=32, epochs=1, progress=False,
+        fit(FitConfig(precision_thresholds=False,
+                      data=synthetic_data, out=tmp_path / "bad", image_size=32, epochs=1, progress=False,
                       max_train_images=16, memory_weight=1.5))
 
 
@@ -335,7 +340,8 @@ def test_the_weight_is_chosen_on_a_bounded_seeded_sample_of_validation_units(syn
     monkeypatch.setattr(fit_module, "WEIGH_UNITS", 3)
     outs = []
     for run in ("a", "b"):
-        fit(FitConfig(data=synthetic_data, out=tmp_path / run, image_size=32, epochs=1, progress=False,
+        fit(FitConfig(precision_thresholds=False,
+                      data=synthetic_data, out=tmp_path / run, image_size=32, epochs=1, progress=False,
                       max_train_images=16, val_fraction=0.5))
         outs.append(read_manifest(tmp_path / run).metrics["memory_weighing"])
     assert seen == [3, 3]  # more validation images than that: a sample of 3 was weighed

@@ -167,7 +167,6 @@ def test_tiled_serving_matches_the_calibration_and_keeps_each_frames_shape(tiled
     maps, scores = tiled_engine.frame_maps(frames)
     np.testing.assert_allclose([o.score for o in out], scores, rtol=1e-5)
     np.testing.assert_allclose(tiled_engine.scores(frames), scores, rtol=1e-5)
-    m = tiled_engine.manifest
     fit_scores, _ = tiled_normal_scores(tiled_engine.model, frames, tiled_engine.tiling, tiled_engine.geometry,
                                         tiled_engine.model.teacher.spec, torch.device("cpu"))
     np.testing.assert_allclose(fit_scores, scores, rtol=1e-3, atol=1e-3)  # the threshold means the same
@@ -176,7 +175,7 @@ def test_tiled_serving_matches_the_calibration_and_keeps_each_frames_shape(tiled
         assert fmap.shape == (h, w)
         assert o.mask.shape == fit_to_aspect((h, w), tiled_engine.mask_size)
         assert o.heatmap.shape == fit_to_aspect((h, w), TILED_HEATMAP_SIDE)
-        assert o.defect == (o.score >= m.threshold)
+        assert o.defect == (o.score >= tiled_engine.threshold)
     assert tiled_engine.units(TILED_HW) == tiled_engine.tiling.count(TILED_HW) > 1 and tiled_engine.units((10, 10)) == 1
     with pytest.raises(ValueError, match="tiled"):  # no silent resize of a whole frame into one tile
         tiled_engine.maps(frames)
@@ -274,7 +273,8 @@ def test_the_manifest_keeps_the_zoom_and_older_manifests_have_none():
 def test_a_zoomed_tiled_model_trains_and_serves_frames_in_their_own_pixels(tiled_data, tmp_path):
     from trainer.fit import FitConfig, fit
 
-    summary = fit(FitConfig(data=tiled_data, out=tmp_path / "zoomed", method="rd", image_size=64, tile=64, zoom=2,
+    summary = fit(FitConfig(precision_thresholds=False,
+                            data=tiled_data, out=tmp_path / "zoomed", method="rd", image_size=64, tile=64, zoom=2,
                             epochs=1, seed=0, progress=False, name="zoomed", val_fraction=0.3, max_tiles=40))
     m = read_manifest(summary["checkpoint"])
     per_frame = Tiling(64, 4, zoom=2).count(TILED_HW)

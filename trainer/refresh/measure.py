@@ -13,7 +13,7 @@ import numpy as np
 import structlog
 
 from inspector.contracts.decode import DecodeError, read_image
-from inspector.model.checkpoint import Manifest
+from inspector.model.checkpoint import OperatingPoint
 
 __all__ = ["labelled_metrics", "normal_metrics", "position", "public", "read_images"]
 
@@ -34,13 +34,14 @@ def _scores(engine: Any, images: list[np.ndarray], batch: int = 16) -> np.ndarra
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def position(scores: np.ndarray, manifest: Manifest) -> np.ndarray:
+def position(scores: np.ndarray, point: OperatingPoint) -> np.ndarray:
     """Where scores sit between the model's own calibration normals (0 = their median) and its
-    threshold (1): a unit-free scale on which two models' normal scores can be compared."""
-    ref = float(manifest.score_stats.get("p50", 0.0))
-    span = float(manifest.threshold) - ref
+    threshold (1): a unit-free scale on which two models' normal scores can be compared. ``point``:
+    the engine's (``DiscrepancyEngine.operating_point``), calibrated in the precision it runs."""
+    ref = float(point.score_stats.get("p50", 0.0))
+    span = float(point.threshold) - ref
     if not np.isfinite(span) or span <= 1e-12:
-        span = float(manifest.score_stats.get("std", 0.0)) or 1.0
+        span = float(point.score_stats.get("std", 0.0)) or 1.0
     return (scores - ref) / span
 
 
@@ -50,7 +51,7 @@ def normal_metrics(engine: Any, images: list[np.ndarray]) -> dict[str, Any]:
 
     s = _scores(engine, images)
     thr = float(engine.threshold)
-    pos = position(s, engine.manifest)
+    pos = position(s, engine.operating_point)
     return {"version": engine.version, "threshold": thr, "false_reject_rate": float(np.mean(s >= thr)),
             "median_position": float(np.median(pos)), "p95_position": float(np.percentile(pos, 95)),
             "score_stats": score_stats(s)}
@@ -74,7 +75,8 @@ def labelled_metrics(engine: Any, eval_dir: Path) -> dict[str, Any]:
             "defect_recall": float(np.mean(scores[labels] >= thr)) if labels.any() else None,
             "threshold": thr, "n_images": len(scores), "n_good": good_stats["n"] if good_stats else 0,
             "_scores": np.asarray(scores, dtype=float), "_labels": np.asarray(labels, dtype=bool),
-            "good_median_position": None if p50 is None else float(position(np.array([p50]), engine.manifest)[0])}
+            "good_median_position": (None if p50 is None
+                                     else float(position(np.array([p50]), engine.operating_point)[0]))}
 
 
 def public(lab: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -103,8 +103,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, report: str | Path | None
         "plan": engine.plan.describe(), "threshold": thr, "target_frr": engine.manifest.target_frr,
         "calibration": engine.operating_point.calibration.get("method", "empirical"),
         # the threshold of the precision the engine ran in, when the fit calibrated one (else fp32)
-        "threshold_calibrated_in": (engine.plan.numerics if engine.plan.numerics in engine.manifest.precision_points
-                                    else "fp32"),
+        "threshold_calibrated_in": engine.threshold_calibrated_in,
         "false_reject_rate": float(np.mean(scores[good] >= thr)) if good.any() else None,
         "defect_recall": float(np.mean(scores[labels] >= thr)) if labels.any() else None,
         "per_type": result["per_type"],

@@ -80,10 +80,10 @@ class DiscrepancyEngine:
         self._log_operating_point()
 
     def _log_operating_point(self) -> None:
-        numerics, log = self.plan.numerics, structlog.get_logger("inspector.engine")
+        numerics, log = self.numerics, structlog.get_logger("inspector.engine")
         fields = {"model": self.manifest.name, "version": self.manifest.version, "numerics": numerics,
                   "threshold": round(self.threshold, 6)}
-        if numerics == "fp32" or numerics in self.manifest.precision_points:
+        if self.threshold_calibrated_in == numerics:
             log.info("operating_point", **fields)
         else:  # e.g. a checkpoint fitted where this precision could not run, or before it was calibrated
             log.warning("threshold_not_calibrated_for_plan", **fields,
@@ -91,6 +91,15 @@ class DiscrepancyEngine:
 
     name = property(lambda self: self.manifest.name)
     version = property(lambda self: self.manifest.version)
+
+    @property
+    def numerics(self) -> str:
+        return self.plan.numerics
+
+    @property
+    def threshold_calibrated_in(self) -> str:
+        n = self.plan.numerics
+        return n if n == "fp32" or n in self.manifest.precision_points else "fp32"
 
     @property
     def operating_point(self) -> OperatingPoint:

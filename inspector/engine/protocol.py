@@ -1,7 +1,8 @@
 """``Engine``: what the serving path (worker, rollout, ``inspector score``) knows of a model.
 
 The worker batches frames by ``units`` and turns ``infer``'s inspections into verdicts stamped
-with ``name``, ``version``, ``threshold`` and ``region_threshold``; the rollout smoke-tests and
+with ``name``, ``version``, ``threshold`` and ``region_threshold`` (exported with ``numerics`` and
+``threshold_calibrated_in``); the rollout smoke-tests and
 warms a new engine at its input size (``geometry``), orders releases by its ``manifest`` and
 logs its ``device``. ``load_engine`` returns one (``DiscrepancyEngine``); anything else with
 these members (a fake in a test) serves as well. Importing this module does not import torch.
@@ -37,6 +38,17 @@ class Engine(Protocol):
     @property
     def region_threshold(self) -> float:
         """The map level that outlines regions, masks and the heatmap's midpoint."""
+        ...
+
+    @property
+    def numerics(self) -> str:
+        """How its scores are computed (``ExecutionPlan.numerics``: ``fp32``, ``openvino-bf16``, ...)."""
+        ...
+
+    @property
+    def threshold_calibrated_in(self) -> str:
+        """The numerics ``threshold`` was calibrated in: ``numerics`` itself, or ``fp32`` where the
+        checkpoint has no threshold of its own for them."""
         ...
 
     @property

@@ -79,6 +79,13 @@ class Metrics:
         self.model_version = Gauge(
             "inspector_model_info", "1 for the model version being served.", ["model", "version"], registry=r
         )
+        self.model_threshold = Gauge(
+            "inspector_model_threshold",
+            "The threshold the served version is judged with; numerics: how this worker computes its scores, "
+            "calibrated_in: the numerics the threshold was calibrated in (fp32 where the checkpoint has none of "
+            "its own for them).",
+            ["model", "version", "numerics", "calibrated_in"], registry=r,
+        )
         self.model_loads = Counter("inspector_model_loads_total", "Model versions loaded.", ["model"], registry=r)
         self.trusted_keys = Gauge(
             "inspector_model_trusted_keys",

@@ -85,13 +85,24 @@ class ModelRegistry:
         with self._lock:
             old = self._engines.get(engine.name)
             self._engines[engine.name] = engine
-        if old is not None and old.version != engine.version:
-            try:
-                self._metrics.model_version.remove(old.name, old.version)
-            except KeyError:
-                pass
-        self._metrics.model_version.labels(engine.name, engine.version).set(1)
+        if old is not None:
+            for gauge, labels in ((self._metrics.model_version, _info_labels(old)),
+                                  (self._metrics.model_threshold, _threshold_labels(old))):
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
+        self._metrics.model_version.labels(*_info_labels(engine)).set(1)
+        self._metrics.model_threshold.labels(*_threshold_labels(engine)).set(engine.threshold)
         return old
+
+
+def _info_labels(engine: Engine) -> tuple[str, str]:
+    return engine.name, engine.version
+
+
+def _threshold_labels(engine: Engine) -> tuple[str, str, str, str]:
+    return engine.name, engine.version, engine.numerics, engine.threshold_calibrated_in
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ redis = pytest.importorskip("redis")
 
 from kafka import KafkaProducer  # noqa: E402
 
+import torch  # noqa: E402
+
 from inspector.contracts.control import publish_update  # noqa: E402
+from inspector.engine.backends.plan import resolve_plan  # noqa: E402
+from inspector.engine.options import EngineOptions  # noqa: E402
+from inspector.model.checkpoint import read_manifest  # noqa: E402
 from inspector.model.repository import update_for_checkpoint  # noqa: E402
 from inspector.contracts.wire import DeadLetter, Verdict  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
@@ -84,6 +89,15 @@ def test_frames_get_verdicts_in_camera_order(workers, names, producer, reader, t
         assert t.captured_at <= t.received_at <= t.inferred_at <= t.published_at
         for reg in v.regions:
             assert 0 <= reg.x0 < reg.x1 <= 64 and 0 <= reg.y0 < reg.y1 <= 64 and reg.area > 0
+    # judged with the threshold calibrated for the precision this worker runs in (bf16 where the CPU
+    # has it natively), and exported with both
+    numerics = resolve_plan(torch.device("cpu"), EngineOptions()).numerics
+    m = read_manifest(tiny_checkpoint)
+    calibrated_in = numerics if numerics == "fp32" or numerics in m.precision_points else "fp32"
+    point = m.operating_point(calibrated_in)
+    assert all(v.threshold == pytest.approx(point.threshold) for v in vs)
+    assert w.metric("inspector_model_threshold", model=model, version=version, numerics=numerics,
+                    calibrated_in=calibrated_in) == pytest.approx(point.threshold)
     derived = [v for v in vs if v.frame_id.startswith(names.frames + ":")]
     assert len(derived) == 1
     s = derived[0].source

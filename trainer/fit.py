@@ -611,8 +611,10 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     if model.config.fused:  # the map's own units: outline where it exceeds what normals reach
         region_threshold, region_cal = calibrate_threshold(peaks, cfg.target_frr, cfg.calibration)
         calibration["region"] = region_cal
+    t_points = time.perf_counter()
     points = precision_points(model, geometry.hw, device, score_normals, cfg.target_frr, cfg.calibration, log,
                               plans=None if cfg.precision_thresholds else [])
+    points_seconds = time.perf_counter() - t_points
     signals = fusion_config(model.config)
     manifest = Manifest(
         name=cfg.name or Path(cfg.data).resolve().name, version=new_version(), parent_version=parent,
@@ -635,6 +637,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                   "train_images": n, "train_frames": n_frames, **tile_counts,
                   "skipped_images": skipped, "device": str(device),
                   "train_seconds": round(train_seconds, 1), "signals_seconds": round(signals_seconds, 1),
+                  "precision_seconds": round(points_seconds, 1),
                   "amp": use_amp, "teacher_cache": cache,
                   "processes": ctx.world,
                   "history": history,
@@ -649,5 +652,6 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
             "best_epoch": best["epoch"], "val_loss": best["val"], "train_seconds": round(train_seconds, 1),
             "signals_seconds": round(signals_seconds, 1), "calibration": calibration["method"],
             "precision_thresholds": {k: v.threshold for k, v in points.items()},
+            "precision_seconds": round(points_seconds, 1),
             **({"memory_weight": model.config.memory_weight} if model.memory is not None else {}),
             "train_images": n, "skipped_images": len(skipped)}

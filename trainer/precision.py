@@ -13,6 +13,7 @@ is not calibrated, and an engine running it falls back to the fp32 threshold and
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,7 +64,7 @@ def precision_points(model: DiscrepancyModel, input_hw: tuple[int, int], fit_dev
     for plan in reduced_precision_plans(fit_device) if plans is None else plans:
         if plan.precision == "fp32":
             continue  # every fp32 plan shares the fitted threshold
-        device = plan_device(plan, fit_device)
+        device, t0 = plan_device(plan, fit_device), time.perf_counter()
         try:
             run, _ = select_runner(copy.deepcopy(model).to(device), device, EngineOptions(plan=plan), input_hw)
         except (RuntimeError, ValueError) as exc:
@@ -77,7 +78,8 @@ def precision_points(model: DiscrepancyModel, input_hw: tuple[int, int], fit_dev
         points[plan.numerics] = OperatingPoint(threshold=threshold, region_threshold=region,
                                                calibration=calibration, score_stats=score_stats(scores))
         log.info("precision_calibrated", numerics=plan.numerics, threshold=round(threshold, 6),
-                 median_score=round(float(np.median(scores)), 6), images=len(scores))
+                 median_score=round(float(np.median(scores)), 6), images=len(scores),
+                 seconds=round(time.perf_counter() - t0, 1))
     return points
 
 

@@ -30,8 +30,11 @@ def _validation_images(checkpoint, data):
     return read_images(val)
 
 
-def test_the_fit_calibrates_every_reduced_precision_it_can_run(tiny_checkpoint, tiled_checkpoint):
+def test_the_fit_calibrates_every_reduced_precision_it_can_run(tiny_fit, tiny_checkpoint, tiled_checkpoint):
     expected = {p.numerics for p in reduced_precision_plans(CPU)}  # openvino-bf16 where the CPU has native bf16
+    points = read_manifest(tiny_checkpoint).precision_points
+    assert tiny_fit["precision_thresholds"] == {k: v.threshold for k, v in points.items()}  # the fit's summary
+    assert tiny_fit["precision_seconds"] >= 0
     for ckpt in (tiny_checkpoint, tiled_checkpoint):
         m = read_manifest(ckpt)
         assert set(m.precision_points) == expected

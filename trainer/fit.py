@@ -364,6 +364,20 @@ def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int =
     return torch.cat(scores).numpy(), torch.cat(peaks).numpy()
 
 
+def normals_scorer(model: DiscrepancyModel, x: torch.Tensor | None, valid: torch.Tensor | None,
+                   frames: list[np.ndarray], tiling: Tiling | None, geometry: Geometry, spec):
+    """(run, device) → image scores and map maxima of the validation normals, as the engine
+    computes them: whole frames from their model inputs ``x`` (``valid``: where each frame lies),
+    tiled models from the ``frames`` themselves (the threshold is for whole frames, as they are
+    served); ``run``: a serving runner of ``model`` (``trainer.precision``), ``None``: the model."""
+    def score(run: Runner | None, on: torch.device) -> tuple[np.ndarray, np.ndarray]:
+        if tiling is None:
+            return normal_scores(model, x, on, valid=valid, run=run)
+        return tiled_normal_scores(model, frames, tiling, geometry, spec, on, run=run)
+
+    return score
+
+
 def _teacher_batches(model: DiscrepancyModel, x: torch.Tensor, feats: list[torch.Tensor] | None, device,
                      batch: int = 32):
     """Teacher features of ``x`` a batch at a time: from the cache when there is one."""
@@ -598,13 +612,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         log.info("contrast_aligned", contrast_scale=round(model.config.contrast_scale, 6),
                  contrast_peak=round(contrast_peak, 4), mix_peak=round(mix_peak, 4))
     signals_seconds = time.perf_counter() - t_signals
-
-    def score_normals(run: Runner | None, on: torch.device) -> tuple[np.ndarray, np.ndarray]:
-        if tiling is None:
-            return normal_scores(model, x_val, on, valid=valid_val, run=run)
-        # the threshold is for whole frames, as they are served
-        return tiled_normal_scores(model, val_frames, tiling, geometry, spec, on, run=run)
-
+    score_normals = normals_scorer(model, x_val, valid_val, val_frames, tiling, geometry, spec)
     scores, peaks = score_normals(None, device)
     threshold, calibration = calibrate_threshold(scores, cfg.target_frr, cfg.calibration)
     region_threshold = None

@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inspector.engine.backends.plan import Runner
+from inspector.engine.backends.plan import Runner, resolve_plan
 from inspector.engine.backends.select import select_runner
-from inspector.engine.capabilities import bf16_supported, openvino_available, openvino_cpu_bf16
 from inspector.engine.options import EngineOptions, ExecutionPlan
 from inspector.model.checkpoint import Manifest, OperatingPoint
 from inspector.model.nets.model import DiscrepancyModel
@@ -38,15 +37,11 @@ ScoreNormals = Callable[[Runner | None, torch.device], tuple[np.ndarray, np.ndar
 
 
 def reduced_precision_plans(device: torch.device) -> list[ExecutionPlan]:
-    """The reduced-precision plans a worker could pick by itself (``resolve_plan``'s ``auto``)
-    that can run on this machine: OpenVINO bf16 where the CPU has native bf16, and torch bf16
-    autocast when the fit runs on a GPU that supports it."""
-    plans = []
-    if openvino_available() and openvino_cpu_bf16():
-        plans.append(ExecutionPlan(backend="openvino", precision="bf16", channels_last=False, fuse=False))
-    if device.type == "cuda" and bf16_supported(device):
-        plans.append(ExecutionPlan(backend="torch", precision="bf16", channels_last=True, fuse=True))
-    return plans
+    """The reduced-precision plans a worker picks by itself (``resolve_plan``'s ``auto``) on the
+    CPU and on ``device`` here: OpenVINO bf16 where the CPU has native bf16, torch bf16 autocast
+    when the fit runs on a GPU that supports it."""
+    plans = [resolve_plan(d, EngineOptions()) for d in dict.fromkeys((CPU, device))]
+    return [p for p in plans if p.precision != "fp32"]
 
 
 def plan_device(plan: ExecutionPlan, fit_device: torch.device) -> torch.device:
@@ -97,7 +92,7 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pa
     from inspector.model.checkpoint import new_version, read_manifest, read_weights, save_checkpoint
 
     from .data import data_fingerprint, scan_dataset, split_train_val
-    from .fit import normal_scores, tiled_normal_scores, to_batches
+    from .fit import normals_scorer, to_batches
     from .refresh.measure import read_images
 
     manifest = read_manifest(checkpoint)
@@ -110,11 +105,7 @@ def calibrate_checkpoint(checkpoint: str | Path, data: str | Path, out: str | Pa
     model, geometry, spec = engine.model, engine.geometry, engine.model.teacher.spec
     frames = read_images(val)
     x, valid = to_batches(frames, geometry, spec.mean, spec.std) if engine.tiling is None else (None, None)
-
-    def score_normals(run: Runner | None, on: torch.device) -> tuple[np.ndarray, np.ndarray]:
-        if engine.tiling is None:
-            return normal_scores(model, x, on, valid=valid, run=run)
-        return tiled_normal_scores(model, frames, engine.tiling, geometry, spec, on, run=run)
+    score_normals = normals_scorer(model, x, valid, frames, engine.tiling, geometry, spec)
 
     method = manifest.calibration.get("method", "auto")
     replayed, _ = calibrate_threshold(score_normals(None, CPU)[0], manifest.target_frr, method)

@@ -89,6 +89,14 @@ class DiscrepancyEngine:
             log.warning("threshold_not_calibrated_for_plan", **fields,
                         hint="the fp32 threshold is used: false rejects may differ from the target")
 
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @manifest.setter
+    def manifest(self, manifest: Manifest) -> None:
+        self._manifest, self._point = manifest, None  # the operating point follows the manifest
+
     name = property(lambda self: self.manifest.name)
     version = property(lambda self: self.manifest.version)
 
@@ -99,14 +107,16 @@ class DiscrepancyEngine:
     @property
     def threshold_calibrated_in(self) -> str:
         n = self.plan.numerics
-        return n if n == "fp32" or n in self.manifest.precision_points else "fp32"
+        return n if n in self.manifest.precision_points else "fp32"
 
     @property
     def operating_point(self) -> OperatingPoint:
         """The thresholds for the scores this engine's plan gives: calibrated on the validation
         normals in the plan's own precision where the fit could (a bf16 plan's maxima sit higher
-        than fp32's), else the fp32 ones."""
-        return self.manifest.operating_point(self.plan.numerics)
+        than fp32's), else the fp32 ones. Derived once per manifest: verdicts read it per frame."""
+        if self._point is None:
+            self._point = self.manifest.operating_point(self.plan.numerics)
+        return self._point
 
     @property
     def threshold(self) -> float:

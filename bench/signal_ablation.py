@@ -22,6 +22,7 @@ import torch
 
 from inspector.contracts.decode import read_image
 from inspector.engine.engine import EngineOptions, load_engine
+from inspector.model.nets.edges import EDGE_BIN, edge_distance, fit_profile
 from inspector.model.preprocess import prepare_batch
 from trainer.data import load_sample, resize_mask, scan_dataset, split_train_val
 from trainer.evaluate import to_grid
@@ -53,7 +54,9 @@ def all_parts(model, images, m, batch=16):
     return {k: torch.cat(v) for k, v in acc.items()}
 
 
-def combine(model, parts, names, mode, valid=None, memory_weight=None):
+def combine(model, parts, names, mode, valid=None, memory_weight=None, edges=False):
+    """The fused map and score of the ``names`` parts under a score rule; ``edges``: with the
+    checkpoint's edge equalisation after the fusion, as the engine applies it."""
     cfg = model.config
     rule = {"score_mode": "topk", "topk_fraction": 0.05} if mode == "topk5" else \
         {"score_mode": mode, "topk_fraction": 0.01}
@@ -67,7 +70,10 @@ def combine(model, parts, names, mode, valid=None, memory_weight=None):
         if names == ("gaussian",):
             s = parts["gaussian"] / cfg.gaussian_scale
             return None, s
-        return model.fuse({k.split("@")[0]: parts[k] for k in names}, valid)
+        chosen = {k.split("@")[0]: parts[k] for k in names}
+        if edges:
+            return model.content_outputs(*model.fuse(chosen), valid)
+        return model.fuse(chosen, valid)
     finally:
         model.config = cfg
 
@@ -154,17 +160,30 @@ def main() -> None:
         rows_spec.insert(4, ("local-contrast map alone", ("contrast",), "max", "empirical"))
         rows_spec.append(("students + memory + Gaussian + local contrast (the checkpoint's model)",
                           ("student", "memory", "gaussian", "contrast"), "max", "auto"))
+    # the edge equalisation: the checkpoint's own profile, or (older checkpoints) one measured here
+    # on the validation normals' fused maps as the fit would (trainer.signals.fit_edge_profile)
+    own = bool(model.config.edge_gain)
+    if not own:
+        fused, _ = combine(model, val, ("student", "memory", "gaussian"), "max")
+        gain, offset = fit_profile(fused, edge_distance(tuple(fused.shape), val_valid, "cpu"), val_valid, EDGE_BIN)
+        model.config = replace(model.config, edge_bin=EDGE_BIN, edge_gain=gain, edge_offset=offset)
+    if model.config.edge_gain:
+        rows_spec.insert(rows_spec.index(ROWS[7]) + 1,
+                         ("students + memory + Gaussian, edges equalised " +
+                          ("(the checkpoint's model)" if own else "(profile measured here)"),
+                          ("student", "memory", "gaussian"), "max", "gumbel", None, True))
     weighing = {r["memory_weight"]: r["separation"] for r in m.metrics.get("memory_weighing", [])}
     for w in (float(x) for x in args.memory_weights.split(",") if x):
         painted = f", painted separation {weighing[w]:.3f}" if w in weighing else ""
         rows_spec.append((f"students + memory + Gaussian, memory weight {w:g}{painted}",
                           ("student", "memory", "gaussian"), "max", "auto", w))
     rows = []
-    for name, names, mode, calibration, *weight in rows_spec:
-        w = weight[0] if weight else None
-        _, val_scores = combine(model, val, names, mode, val_valid, w)
+    for name, names, mode, calibration, *extra in rows_spec:
+        w = extra[0] if extra else None
+        edges = bool(extra[1]) if len(extra) > 1 else False
+        _, val_scores = combine(model, val, names, mode, val_valid, w, edges)
         thr, cal = calibrate_threshold(val_scores.numpy(), m.target_frr, calibration)
-        maps, scores = combine(model, test, names, mode, test_valid, w)
+        maps, scores = combine(model, test, names, mode, test_valid, w, edges)
         scores = scores.numpy()
         if maps is not None:  # each frame's part of its map on the evaluation grid (trainer.evaluate)
             maps = np.stack([to_grid(geometry.frame_map(mp, p), geometry.hw) for mp, p in zip(maps.numpy(), placements)])

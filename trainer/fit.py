@@ -23,8 +23,8 @@ import structlog
 import torch
 
 from inspector.engine.backends.plan import Runner
-from inspector.model.checkpoint import (InputGeometry, Manifest, TilingSpec, new_version, read_manifest, read_weights,
-                                  save_checkpoint)
+from inspector.model.checkpoint import (EdgeProfile, InputGeometry, Manifest, TilingSpec, new_version, read_manifest,
+                                        read_weights, save_checkpoint)
 from inspector.contracts.decode import DecodeError, read_image
 from inspector.model.geometry import RESIZE_MODES, STRIDE, Geometry, choose_input_size
 from inspector.model.nets.losses import cosine_distillation_loss
@@ -39,8 +39,8 @@ from .anomalies import paint
 from .data import data_fingerprint, scan_dataset, split_train_val
 from .metrics import calibrate_threshold, score_stats
 from .precision import precision_points
-from .signals import (DEFAULT_CORESET_FRACTION, align_contrast, all_components, choose_memory_weight, fit_signals,
-                      fusion_config)
+from .signals import (DEFAULT_CORESET_FRACTION, align_contrast, all_components, choose_memory_weight,
+                      fit_edge_profile, fit_signals, fusion_config)
 
 # Tiled fits hold their tiles as model inputs (0.8 MB each at 256 px) beside the teacher's cached
 # features (0.7 MB with lite0): 4,096 training tiles are about 6 GB. More positions than that are
@@ -89,6 +89,7 @@ class FitConfig:
     memory_weight: float | str = "auto"  # the memory map's share of the heatmap; auto: chosen on painted anomalies
     global_gaussian: bool = True  # fuse the global Gaussian of pooled teacher statistics
     contrast_map: bool = False  # fuse the full-resolution local-contrast map (inspector.model.nets.contrast)
+    edge_equalise: bool = True  # equalise the map near frame edges to the interior's normal variation (whole frames)
     device: str | None = None
     amp: bool = True
     cache_teacher: str = "auto"  # auto | yes | no
@@ -357,7 +358,8 @@ def normal_scores(model: DiscrepancyModel, x: torch.Tensor, device, batch: int =
     for i in range(0, len(x), batch):
         maps, s = run(x[i:i + batch].to(device))
         v = None if valid is None else valid[i:i + batch].to(maps.device)
-        scores.append(model.content_scores(maps, s, v).float().cpu())
+        maps, s = model.content_outputs(maps, s, v)
+        scores.append(s.float().cpu())
         peaks.append(image_scores(maps, "max", valid=v).float().cpu())
     if not scores:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
@@ -611,6 +613,11 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         contrast_peak, mix_peak = align_contrast(model, x_val, device, valid_val)
         log.info("contrast_aligned", contrast_scale=round(model.config.contrast_scale, 6),
                  contrast_peak=round(contrast_peak, 4), mix_peak=round(mix_peak, 4))
+    edge_profile = None
+    if cfg.edge_equalise and tiling is None:  # a tiled frame's edges are a sliver of it: not fitted
+        edge_profile = fit_edge_profile(model, x_val, device, valid_val)
+        log.info("edge_profile", **({"gain": [round(g, 3) for g in edge_profile["gain"]]} if edge_profile
+                                    else {"skipped": "no interior wide enough to refer to"}))
     signals_seconds = time.perf_counter() - t_signals
     score_normals = normals_scorer(model, x_val, valid_val, val_frames, tiling, geometry, spec)
     scores, peaks = score_normals(None, device)
@@ -635,6 +642,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
         loss=cfg.loss, threshold=threshold, target_frr=cfg.target_frr, score_stats=score_stats(scores),
         precision_points=points,
         signals=signals, region_threshold=region_threshold, calibration=calibration,
+        edge_profile=None if edge_profile is None else EdgeProfile(**edge_profile),
         metrics={"val_loss": best["val"], "best_epoch": best["epoch"], "val_images": len(scores),
                  "selection": selection, **({"memory_weighing": weighing} if weighing else {}),
                  "val_false_reject_rate": float(np.mean(scores >= threshold))},
@@ -662,4 +670,5 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
             "precision_thresholds": {k: v.threshold for k, v in points.items()},
             "precision_seconds": round(points_seconds, 1),
             **({"memory_weight": model.config.memory_weight} if model.memory is not None else {}),
+            "edge_gain": None if edge_profile is None else [round(g, 4) for g in edge_profile["gain"]],
             "train_images": n, "skipped_images": len(skipped)}

@@ -218,6 +218,31 @@ def align_contrast(model: DiscrepancyModel, x_val: torch.Tensor, device, valid: 
 
 
 @torch.no_grad()
+def fit_edge_profile(model: DiscrepancyModel, x_val: torch.Tensor, device, valid: torch.Tensor | None = None,
+                     batch: int = 32) -> dict | None:
+    """Measure the edge equalisation (``inspector.model.nets.edges``) on the validation normals'
+    heatmaps, as the graph gives them, and set it on ``model.config``. Returns the manifest's
+    record (``Manifest.edge_profile``), or None when no interior is wide enough to refer to."""
+    from inspector.model.nets.edges import EDGE_BIN, edge_distance, fit_profile
+
+    model.eval()
+    model.config = replace(model.config, edge_gain=(), edge_offset=())
+    maps = []
+    for i in range(0, len(x_val), batch):
+        m, _ = model.maps_and_scores(x_val[i:i + batch].to(device))
+        maps.append(m.float().cpu())
+    if not maps:
+        return None
+    maps_all = torch.cat(maps)
+    v = None if valid is None else valid.cpu()
+    gain, offset = fit_profile(maps_all, edge_distance(tuple(maps_all.shape), v, "cpu"), v, EDGE_BIN)
+    if not gain:
+        return None
+    model.config = replace(model.config, edge_bin=EDGE_BIN, edge_gain=gain, edge_offset=offset)
+    return {"bin": EDGE_BIN, "gain": list(gain), "offset": list(offset)}
+
+
+@torch.no_grad()
 def all_components(model: DiscrepancyModel, x: torch.Tensor, device, batch: int = 32) -> dict[str, torch.Tensor]:
     """``model.components`` of a whole (N,3,H,W) set, on the CPU."""
     model.eval()

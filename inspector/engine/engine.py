@@ -55,8 +55,10 @@ def model_config(manifest: Manifest) -> ModelConfig:
     signals = manifest.signals.model_dump() if manifest.signals is not None else {}
     if "memory_levels" in signals:
         signals["memory_levels"] = tuple(signals["memory_levels"])
+    edge = manifest.edge_profile
+    edges = {} if edge is None else {"edge_bin": edge.bin, "edge_gain": tuple(edge.gain), "edge_offset": tuple(edge.offset)}
     return ModelConfig(method=manifest.method, variant=manifest.variant or "dual", sigma=manifest.sigma,
-                       score_mode=manifest.score_mode, topk_fraction=manifest.topk_fraction, **signals)
+                       score_mode=manifest.score_mode, topk_fraction=manifest.topk_fraction, **signals, **edges)
 
 
 class DiscrepancyEngine:
@@ -161,8 +163,9 @@ class DiscrepancyEngine:
         m = self.manifest
         batch, placements = prepare_placed(images, self.geometry, m.mean, m.std, self.device)
         maps, scores = self._run(batch)
-        # padded frames: the score reads the frame's part of the map, not the mirrored border
-        scores = self.model.content_scores(maps, scores, self.geometry.valid_mask(placements, maps.device))
+        # the maps edge-equalised (when fitted) and, for padded frames, the score read from the
+        # frame's part of the map, not the mirrored border
+        maps, scores = self.model.content_outputs(maps, scores, self.geometry.valid_mask(placements, maps.device))
         return maps, scores, placements
 
     def maps(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspector.contracts.reasons import RefusalReason
 from inspector.model.geometry import Geometry
@@ -103,6 +103,26 @@ class TilingSpec(BaseModel):
     zoom: int = Field(1, ge=1, le=8)
 
 
+class EdgeProfile(BaseModel):
+    """The fitted edge equalisation of the map (``inspector.model.nets.edges``): band ``k`` (pixels
+    at ``k * bin`` to ``(k + 1) * bin`` input px from the frame's nearest edge) becomes
+    ``gain[k] * map + offset[k]``; pixels farther in are left as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bin: int = Field(ge=1, le=256, description="band width, input pixels")
+    gain: tuple[float, ...] = Field(max_length=64, description="per band, in [0.25, 1]: damping only")
+    offset: tuple[float, ...] = Field(max_length=64)
+
+    @model_validator(mode="after")
+    def _bands_agree(self) -> "EdgeProfile":
+        if len(self.gain) != len(self.offset):
+            raise ValueError(f"edge profile has {len(self.gain)} gains and {len(self.offset)} offsets")
+        if any(not 0 < g <= 1 for g in self.gain):
+            raise ValueError("edge profile gains must lie in (0, 1]: the equalisation only damps")
+        return self
+
+
 class OperatingPoint(BaseModel):
     """A threshold and what it was calibrated on: the validation normals as one way of running
     the model scores them (``Manifest.operating_point``)."""
@@ -149,6 +169,9 @@ class Manifest(BaseModel):
     signals: Signals | None = Field(None, description="fused training-free signals; None: the students' map alone")
     region_threshold: float | None = Field(
         None, description="map level that outlines regions and masks; None: the image threshold")
+    edge_profile: EdgeProfile | None = Field(
+        None, description="the map's bands near each frame's edge equalised to the interior's normal variation; "
+        "None: not equalised (tiled models, older checkpoints, --no-edge-equalise)")
     calibration: dict[str, Any] = Field(default_factory=dict, description="how the threshold was set")
     score_stats: dict[str, float | int] = Field(default_factory=dict)
     precision_points: dict[str, OperatingPoint] = Field(

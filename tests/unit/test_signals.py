@@ -223,7 +223,8 @@ def test_calibration_refuses_what_it_cannot_do():
 
 def test_scores_read_the_frames_part_of_a_padded_input(tiny_checkpoint):
     """The engine's score of a padded frame equals the fused score computed from the parts over
-    the frame's pixels only (the mirrored border does not count), for max and top-k rules."""
+    the frame's pixels only (the mirrored border does not count), for max and top-k rules (edge
+    equalisation off here: tests/unit/test_edges.py checks it on top)."""
     import torch
     from dataclasses import replace
 
@@ -239,7 +240,7 @@ def test_scores_read_the_frames_part_of_a_padded_input(tiny_checkpoint):
     imgs.append(make_image(None, size=64, seed=0, index=9)[0])  # fills the input
     m = engine.manifest
     for mode in ("max", "topk"):
-        model.config = replace(model.config, score_mode=mode, topk_fraction=0.05)
+        model.config = replace(model.config, score_mode=mode, topk_fraction=0.05, edge_gain=(), edge_offset=())
         x, placements = prepare_placed(imgs, g, m.mean, m.std)
         valid = g.valid_mask(placements)
         _, want = model.fuse(model.components(x), valid)

@@ -16,7 +16,9 @@ averaged away. contrast_scale puts the contrast map's largest value on the valid
 the mix's largest (``trainer.signals.align_contrast``). The memory weight ``w`` is 1/2 unless the
 fit chose it (``trainer fit --memory-weight auto``: the weight that best separates synthetic
 anomalies painted on the validation normals, since how much each map can be trusted depends on
-the surface).
+the surface). When the fit measured an edge profile, the heatmap's bands near each frame's edge
+are equalised to the interior's normal variation after the graph (``content_outputs``,
+``inspector.model.nets.edges``), before the score reads its maximum.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import nn
 from inspector.model.nets.contrast import LocalContrast
 from inspector.model.nets.discrepancy import AnomalyMapper, image_scores
 from inspector.model.nets.dual import DualStudent
+from inspector.model.nets.edges import EDGE_BIN, edge_distance, equalise
 from inspector.model.nets.reverse import ReverseDistillation
 from inspector.model.nets.signals import GlobalGaussian, PatchMemory
 from inspector.model.nets.teachers import Teacher
@@ -57,6 +60,9 @@ class ModelConfig:
     memory_weight: float = 0.5  # the memory map's share of the heatmap (the students' is the rest)
     contrast: bool = False  # the full-resolution local-contrast map, fused by the pixel maximum
     contrast_scale: float = 1.0  # its largest value on the validation normals over the mix's largest
+    edge_bin: int = EDGE_BIN  # edge equalisation (inspector.model.nets.edges): band width, input px
+    edge_gain: tuple[float, ...] = ()  # per band from the frame's edge inwards; () = not equalised
+    edge_offset: tuple[float, ...] = ()
 
     @property
     def fused(self) -> bool:
@@ -126,7 +132,7 @@ class DiscrepancyModel(nn.Module):
 
     def fuse(self, parts: dict[str, torch.Tensor], valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Heatmap and score from ``components``' parts (any subset with at least one map); the
-        map part of the score over the ``valid`` pixels when given (see ``content_scores``)."""
+        map part of the score over the ``valid`` pixels when given (see ``content_outputs``)."""
         cfg = self.config
         if not cfg.fused:
             maps = parts["student"]
@@ -142,19 +148,29 @@ class DiscrepancyModel(nn.Module):
             scores = (scores + parts["gaussian"] / cfg.gaussian_scale) / 2.0
         return maps, scores
 
-    def content_scores(self, maps: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        """``fuse``'s scores with the map part taken over the ``valid`` pixels only (B,H,W bool: the
-        frame's part of a padded input), from ``maps_and_scores``' outputs. ``fuse`` adds the map
-        part with weight 1/2 when the global Gaussian is fused (else 1), so the difference between
-        the valid-pixel and whole-map parts carries over with that weight. The exported graph stays
-        one input, one batch of frames."""
-        if valid is None or bool(valid.all()):
-            return scores
+    def content_outputs(self, maps: torch.Tensor, scores: torch.Tensor,
+                        valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``maps_and_scores``' outputs as a frame is judged: the maps edge-equalised when the fit
+        measured a profile (``inspector.model.nets.edges``; ``valid``, B,H,W bool: each frame's part
+        of a padded input, None: frames fill it), and the map part of each score taken again over
+        the frame's pixels of those maps. ``fuse`` adds the map part with weight 1/2 when the
+        global Gaussian is fused (else 1), so the difference between the new and the graph's
+        map part carries over with that weight. The exported graph stays one input, one batch
+        of frames; this runs after it."""
         cfg = self.config
+        if valid is not None and bool(valid.all()):
+            valid = None
+        if not cfg.edge_gain:
+            if valid is None:
+                return maps, scores
+            framed = maps
+        else:
+            framed = equalise(maps, edge_distance(tuple(maps.shape), valid, maps.device), cfg.edge_bin,
+                              cfg.edge_gain, cfg.edge_offset)
         whole = image_scores(maps, cfg.score_mode, cfg.topk_fraction)
-        part = image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
+        part = image_scores(framed, cfg.score_mode, cfg.topk_fraction, valid)
         weight = 0.5 if self.has_global_part else 1.0
-        return scores + weight * (part - whole)
+        return framed, scores + weight * (part - whole)
 
     @property
     def has_global_part(self) -> bool:

@@ -22,7 +22,7 @@ import torch
 
 from inspector.contracts.decode import read_image
 from inspector.engine.engine import EngineOptions, load_engine
-from inspector.model.nets.edges import EDGE_BIN, edge_distance, fit_profile
+from inspector.model.nets.edges import EDGE_BIN, EDGE_REACH, edge_distance, fit_profile
 from inspector.model.preprocess import prepare_batch
 from trainer.data import load_sample, resize_mask, scan_dataset, split_train_val
 from trainer.evaluate import to_grid
@@ -76,6 +76,18 @@ def combine(model, parts, names, mode, valid=None, memory_weight=None, edges=Fal
         return model.fuse(chosen, valid)
     finally:
         model.config = cfg
+
+
+def edge_statistics(maps: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor | None) -> dict:
+    """Where the validation normals' fused maps (not equalised) peak, and how much more they vary
+    at the frame's edge than inside: why the edge equalisation exists."""
+    inside = torch.ones_like(maps, dtype=torch.bool) if valid is None else valid
+    peak_d = torch.stack([d[v][m[v].argmax()] for m, d, v in zip(maps, dist, inside)]).float()
+    band0, ref = maps[inside & (dist < EDGE_BIN)], maps[inside & (dist >= EDGE_REACH)]
+    return {"normal_maxima_within_4px": float((peak_d < EDGE_BIN).float().mean()),
+            "normal_maxima_within_32px": float((peak_d < EDGE_REACH).float().mean()),
+            "pixels_within_32px": float((inside & (dist < EDGE_REACH)).sum() / inside.sum()),
+            "spread_outer_band": float(band0.std()), "spread_interior": float(ref.std())}
 
 
 def recall_at(scores: np.ndarray, labels: np.ndarray, frr: float) -> float:
@@ -163,9 +175,11 @@ def main() -> None:
     # the edge equalisation: the checkpoint's own profile, or (older checkpoints) one measured here
     # on the validation normals' fused maps as the fit would (trainer.signals.fit_edge_profile)
     own = bool(model.config.edge_gain)
+    fused, _ = combine(model, val, ("student", "memory", "gaussian"), "max")
+    dist = edge_distance(tuple(fused.shape), val_valid, "cpu")
+    edge_facts = edge_statistics(fused, dist, val_valid)
     if not own:
-        fused, _ = combine(model, val, ("student", "memory", "gaussian"), "max")
-        gain, offset = fit_profile(fused, edge_distance(tuple(fused.shape), val_valid, "cpu"), val_valid, EDGE_BIN)
+        gain, offset = fit_profile(fused, dist, val_valid, EDGE_BIN)
         model.config = replace(model.config, edge_bin=EDGE_BIN, edge_gain=gain, edge_offset=offset)
     if model.config.edge_gain:
         rows_spec.insert(rows_spec.index(ROWS[7]) + 1,
@@ -205,6 +219,12 @@ def main() -> None:
           f"{model.config.memory_weight:g}, best epoch "
           f"{m.metrics.get('best_epoch')}; fit: train {m.training.get('train_seconds')} s + signals "
           f"{m.training.get('signals_seconds')} s; target false-reject rate {m.target_frr:.3%}\n")
+    print(f"validation normals (map before edge equalisation): {edge_facts['normal_maxima_within_4px']:.0%} of "
+          f"their maxima within {EDGE_BIN} px of the frame's edge and {edge_facts['normal_maxima_within_32px']:.0%} "
+          f"within {EDGE_REACH} px ({edge_facts['pixels_within_32px']:.0%} of the pixels); the map's spread in "
+          f"the outermost {EDGE_BIN} px {edge_facts['spread_outer_band']:.3f}, beyond {EDGE_REACH} px "
+          f"{edge_facts['spread_interior']:.3f}; edge gains {', '.join(f'{g:.2f}' for g in model.config.edge_gain)}"
+          f"{'' if own else ' (measured here)'}\n")
     print("| parts | image AUROC | pixel AUROC | AUPRO | false rejects | recall | recall at 2 % false rejects* | "
           "held-in types** | " + " | ".join(types_seen) + " |")
     print("|---|---|---|---|---|---|---|---|" + "---|" * len(types_seen))

@@ -91,10 +91,11 @@ def test_undecodable_training_images_are_skipped_and_reported(synthetic_data, tm
     data = tmp_path / "data"
     shutil.copytree(synthetic_data, data)
     (data / "train" / "good" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    summary = fit(FitConfig(precision_thresholds=False,
+    summary = fit(FitConfig(precision_thresholds=False, edge_equalise=False,
                             data=data, out=tmp_path / "m", image_size=32, epochs=1, progress=False,
                             max_train_images=100))
     assert summary["skipped_images"] == 1
+    assert summary["edge_gain"] is None and read_manifest(tmp_path / "m").edge_profile is None  # asked: not fitted
     assert read_manifest(tmp_path / "m").training["skipped_images"][0][1] == "undecodable"
 
 

@@ -143,6 +143,7 @@ def test_the_batcher_counts_tiles():
 
 def test_a_tiled_fit_calibrates_on_whole_frames_and_stores_its_tiling(tiled_checkpoint):
     m = read_manifest(tiled_checkpoint)
+    assert m.edge_profile is None  # tiled models are not edge-equalised
     assert (m.tiling.tile, m.tiling.overlap) == (64, 8) and m.input_geometry().hw == (64, 64)
     assert m.training["train_frames"] < m.training["train_images"]  # trained on tiles of the frames
     assert m.score_stats["n"] == m.metrics["val_images"] < m.training["train_frames"]  # whole validation frames

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inspector.model.checkpoint import CheckpointError, EdgeProfile, read_manifest
-from inspector.model.nets.edges import MIN_GAIN, edge_distance, equalise, fit_profile
+from inspector.model.nets.edges import MIN_GAIN, Equaliser, edge_distance, equalise, fit_profile
 
 
 def test_distance_to_the_frames_edge():
@@ -53,6 +53,25 @@ def test_a_noisy_edge_band_is_damped_to_the_interiors_spread():
     maps2[0, 40, 48] = 4.0
     assert float(maps2[0].max()) > 4.0 and int(maps2[0].argmax()) != 40 * 96 + 48
     assert int(equalise(maps2, d[:1], 4, gain, offset)[0].argmax()) == 40 * 96 + 48
+
+
+def test_the_serving_equaliser_is_the_definition_with_its_planes_kept_per_frame_rectangle():
+    maps, d = _noisy_maps(n=6)
+    gain, offset = fit_profile(maps, d, None, bin=4, reach=32)
+    valid = torch.zeros(maps.shape, dtype=torch.bool)
+    valid[:3, 10:70, :] = True  # three padded frames of one shape, three that fill the input
+    valid[3:] = True
+    want = equalise(maps, edge_distance(maps.shape, valid, "cpu"), 4, gain, offset)
+    eq = Equaliser(4, gain, offset, capacity=2)
+    assert torch.allclose(eq(maps, valid), want, atol=1e-6)
+    assert len(eq._planes) == 2  # one per rectangle, not one per frame
+    assert torch.allclose(eq(maps, None), equalise(maps, edge_distance(maps.shape, None, "cpu"), 4, gain, offset),
+                          atol=1e-6)
+    other = valid.clone()
+    other[0, :, :5] = False  # a third rectangle: the least recently used one is dropped
+    eq(maps[:1], other[:1])
+    assert len(eq._planes) == 2
+    assert torch.equal(Equaliser(4, (), ())(maps, valid), maps)
 
 
 def test_a_quiet_edge_is_never_amplified():

@@ -22,6 +22,8 @@ its units: thresholds, region levels and normalisers mean what they meant.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
 #: Width of one band (input pixels) and how far from the edge bands are fitted.
@@ -32,24 +34,27 @@ MIN_GAIN = 0.25
 MIN_PIXELS = 256
 
 
+def frame_bounds(shape: tuple[int, int, int], valid: torch.Tensor | None) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of each frame's rectangle in its input (B,H,W); ``valid`` (B,H,W) bool marks
+    each frame's rectangle in a padded input; None: every frame fills the input."""
+    b, h, w = shape
+    if valid is None:
+        return [(0, h, 0, w)] * b
+    in_rows, in_cols = valid.any(2), valid.any(1)  # (B,H), (B,W)
+    y0 = in_rows.int().argmax(1)
+    y1 = h - in_rows.flip(1).int().argmax(1)
+    x0 = in_cols.int().argmax(1)
+    x1 = w - in_cols.flip(1).int().argmax(1)
+    return [tuple(r) for r in torch.stack([y0, y1, x0, x1], 1).tolist()]
+
+
 def edge_distance(shape: tuple[int, int, int], valid: torch.Tensor | None, device) -> torch.Tensor:
     """(B,H,W) int64: each pixel's distance, in pixels, to the nearest edge of its frame (0 on the
-    frame's outermost rows and columns; 0 outside it). ``valid`` (B,H,W) bool marks each frame's
-    rectangle in a padded input; None: every frame fills the input."""
-    b, h, w = shape
+    frame's outermost rows and columns; 0 outside it); ``valid`` as in ``frame_bounds``."""
+    _, h, w = shape
+    y0, y1, x0, x1 = torch.tensor(frame_bounds(shape, valid), dtype=torch.long, device=device).reshape(-1, 4).T
     rows = torch.arange(h, device=device)
     cols = torch.arange(w, device=device)
-    if valid is None:
-        y0 = torch.zeros(b, dtype=torch.long, device=device)
-        x0 = torch.zeros_like(y0)
-        y1 = torch.full_like(y0, h)
-        x1 = torch.full_like(y0, w)
-    else:
-        in_rows, in_cols = valid.any(2), valid.any(1)  # (B,H), (B,W)
-        y0 = in_rows.int().argmax(1)
-        y1 = h - in_rows.flip(1).int().argmax(1)
-        x0 = in_cols.int().argmax(1)
-        x1 = w - in_cols.flip(1).int().argmax(1)
     dy = torch.minimum(rows[None] - y0[:, None], y1[:, None] - 1 - rows[None])  # (B,H)
     dx = torch.minimum(cols[None] - x0[:, None], x1[:, None] - 1 - cols[None])  # (B,W)
     return torch.minimum(dy[:, :, None], dx[:, None, :]).clamp_min(0)
@@ -57,7 +62,8 @@ def edge_distance(shape: tuple[int, int, int], valid: torch.Tensor | None, devic
 
 def equalise(maps: torch.Tensor, distance: torch.Tensor, bin: int, gain: tuple[float, ...],
              offset: tuple[float, ...]) -> torch.Tensor:
-    """``maps`` (B,H,W) with each band near the edge mapped onto the reference (see the module)."""
+    """``maps`` (B,H,W) with each band near the edge mapped onto the reference (see the module):
+    the definition, for any distances (``Equaliser`` is the serving path's cached form of it)."""
     if not gain:
         return maps
     n = len(gain)
@@ -65,6 +71,45 @@ def equalise(maps: torch.Tensor, distance: torch.Tensor, bin: int, gain: tuple[f
     g = torch.tensor((*gain, 1.0), dtype=maps.dtype, device=maps.device)[band]
     o = torch.tensor((*offset, 0.0), dtype=maps.dtype, device=maps.device)[band]
     return maps * g + o
+
+
+class Equaliser:
+    """``equalise`` for serving: the gain and offset of every pixel depend only on the frame's
+    rectangle in the input, so they are built once per rectangle (a line camera's frames share
+    one) and a batch costs one multiply-add per pixel. Holds the ``capacity`` most recent ones."""
+
+    def __init__(self, bin: int, gain: tuple[float, ...], offset: tuple[float, ...], capacity: int = 64):
+        self.bin, self.gain, self.offset, self.capacity = bin, tuple(gain), tuple(offset), capacity
+        self._planes: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def planes(self, hw: tuple[int, int], bounds: tuple[int, int, int, int], device,
+               dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H,W) gain and offset of a frame lying at ``bounds`` in an input of ``hw``."""
+        key = (hw, bounds, str(device), dtype)
+        found = self._planes.get(key)
+        if found is not None:
+            self._planes.move_to_end(key)
+            return found
+        h, w = hw
+        valid = torch.zeros((1, h, w), dtype=torch.bool)
+        valid[0, bounds[0]:bounds[1], bounds[2]:bounds[3]] = True
+        band = (edge_distance((1, h, w), valid, "cpu")[0] // self.bin).clamp_max(len(self.gain))
+        planes = (torch.tensor((*self.gain, 1.0), dtype=dtype)[band].to(device),
+                  torch.tensor((*self.offset, 0.0), dtype=dtype)[band].to(device))
+        self._planes[key] = planes
+        if len(self._planes) > self.capacity:
+            self._planes.popitem(last=False)
+        return planes
+
+    def __call__(self, maps: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        if not self.gain:
+            return maps
+        hw = tuple(maps.shape[-2:])
+        out = torch.empty_like(maps)
+        for i, bounds in enumerate(frame_bounds(tuple(maps.shape), valid)):
+            gain, offset = self.planes(hw, bounds, maps.device, maps.dtype)
+            torch.addcmul(offset, maps[i], gain, out=out[i])
+        return out
 
 
 def fit_profile(maps: torch.Tensor, distance: torch.Tensor, valid: torch.Tensor | None, bin: int = EDGE_BIN,

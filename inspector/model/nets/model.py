@@ -33,7 +33,7 @@ from torch import nn
 from inspector.model.nets.contrast import LocalContrast
 from inspector.model.nets.discrepancy import AnomalyMapper, image_scores
 from inspector.model.nets.dual import DualStudent
-from inspector.model.nets.edges import EDGE_BIN, edge_distance, equalise
+from inspector.model.nets.edges import EDGE_BIN, Equaliser
 from inspector.model.nets.reverse import ReverseDistillation
 from inspector.model.nets.signals import GlobalGaussian, PatchMemory
 from inspector.model.nets.teachers import Teacher
@@ -165,12 +165,20 @@ class DiscrepancyModel(nn.Module):
                 return maps, scores
             framed = maps
         else:
-            framed = equalise(maps, edge_distance(tuple(maps.shape), valid, maps.device), cfg.edge_bin,
-                              cfg.edge_gain, cfg.edge_offset)
+            framed = self.equaliser(maps, valid)
         whole = image_scores(maps, cfg.score_mode, cfg.topk_fraction)
         part = image_scores(framed, cfg.score_mode, cfg.topk_fraction, valid)
         weight = 0.5 if self.has_global_part else 1.0
         return framed, scores + weight * (part - whole)
+
+    @property
+    def equaliser(self) -> Equaliser:
+        """The edge equalisation of the current config (rebuilt when the config's profile changes)."""
+        cfg = self.config
+        eq = getattr(self, "_equaliser", None)
+        if eq is None or (eq.bin, eq.gain, eq.offset) != (cfg.edge_bin, cfg.edge_gain, cfg.edge_offset):
+            eq = self._equaliser = Equaliser(cfg.edge_bin, cfg.edge_gain, cfg.edge_offset)
+        return eq
 
     @property
     def has_global_part(self) -> bool:

@@ -226,7 +226,6 @@ def fit_edge_profile(model: DiscrepancyModel, x_val: torch.Tensor, device, valid
     from inspector.model.nets.edges import EDGE_BIN, edge_distance, fit_profile
 
     model.eval()
-    model.config = replace(model.config, edge_gain=(), edge_offset=())
     maps = []
     for i in range(0, len(x_val), batch):
         m, _ = model.maps_and_scores(x_val[i:i + batch].to(device))

@@ -48,16 +48,30 @@ def frame_bounds(shape: tuple[int, int, int], valid: torch.Tensor | None) -> lis
     return [tuple(r) for r in torch.stack([y0, y1, x0, x1], 1).tolist()]
 
 
-def edge_distance(shape: tuple[int, int, int], valid: torch.Tensor | None, device) -> torch.Tensor:
-    """(B,H,W) int64: each pixel's distance, in pixels, to the nearest edge of its frame (0 on the
-    frame's outermost rows and columns; 0 outside it); ``valid`` as in ``frame_bounds``."""
-    _, h, w = shape
-    y0, y1, x0, x1 = torch.tensor(frame_bounds(shape, valid), dtype=torch.long, device=device).reshape(-1, 4).T
+def rect_distance(hw: tuple[int, int], bounds: list[tuple[int, int, int, int]], device) -> torch.Tensor:
+    """(B,H,W) int64: each pixel's distance, in pixels, to the nearest edge of its frame's rectangle
+    ``bounds[i]`` = (y0, y1, x0, x1) (0 on the rectangle's outermost rows and columns; 0 outside it)."""
+    h, w = hw
+    y0, y1, x0, x1 = torch.tensor(bounds, dtype=torch.long, device=device).reshape(-1, 4).T
     rows = torch.arange(h, device=device)
     cols = torch.arange(w, device=device)
     dy = torch.minimum(rows[None] - y0[:, None], y1[:, None] - 1 - rows[None])  # (B,H)
     dx = torch.minimum(cols[None] - x0[:, None], x1[:, None] - 1 - cols[None])  # (B,W)
     return torch.minimum(dy[:, :, None], dx[:, None, :]).clamp_min(0)
+
+
+def edge_distance(shape: tuple[int, int, int], valid: torch.Tensor | None, device) -> torch.Tensor:
+    """``rect_distance`` of each frame of a batch (B,H,W); ``valid`` as in ``frame_bounds``."""
+    return rect_distance(tuple(shape[-2:]), frame_bounds(shape, valid), device)
+
+
+def band_planes(distance: torch.Tensor, bin: int, gain: tuple[float, ...], offset: tuple[float, ...],
+                dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gain and offset of every pixel at ``distance`` from its frame's edge (the reference,
+    beyond the last band: 1 and 0)."""
+    band = (distance // bin).clamp_max(len(gain))
+    return (torch.tensor((*gain, 1.0), dtype=dtype, device=distance.device)[band],
+            torch.tensor((*offset, 0.0), dtype=dtype, device=distance.device)[band])
 
 
 def equalise(maps: torch.Tensor, distance: torch.Tensor, bin: int, gain: tuple[float, ...],
@@ -66,10 +80,7 @@ def equalise(maps: torch.Tensor, distance: torch.Tensor, bin: int, gain: tuple[f
     the definition, for any distances (``Equaliser`` is the serving path's cached form of it)."""
     if not gain:
         return maps
-    n = len(gain)
-    band = (distance // bin).clamp_max(n)  # n: the reference, left as it is
-    g = torch.tensor((*gain, 1.0), dtype=maps.dtype, device=maps.device)[band]
-    o = torch.tensor((*offset, 0.0), dtype=maps.dtype, device=maps.device)[band]
+    g, o = band_planes(distance.to(maps.device), bin, gain, offset, maps.dtype)
     return maps * g + o
 
 
@@ -90,12 +101,8 @@ class Equaliser:
         if found is not None:
             self._planes.move_to_end(key)
             return found
-        h, w = hw
-        valid = torch.zeros((1, h, w), dtype=torch.bool)
-        valid[0, bounds[0]:bounds[1], bounds[2]:bounds[3]] = True
-        band = (edge_distance((1, h, w), valid, "cpu")[0] // self.bin).clamp_max(len(self.gain))
-        planes = (torch.tensor((*self.gain, 1.0), dtype=dtype)[band].to(device),
-                  torch.tensor((*self.offset, 0.0), dtype=dtype)[band].to(device))
+        gain, offset = band_planes(rect_distance(hw, [bounds], "cpu")[0], self.bin, self.gain, self.offset, dtype)
+        planes = (gain.to(device), offset.to(device))
         self._planes[key] = planes
         if len(self._planes) > self.capacity:
             self._planes.popitem(last=False)

@@ -99,6 +99,7 @@ class DiscrepancyModel(nn.Module):
                        if config.memory_bank_size > 0 else None)
         self.gaussian = GlobalGaussian(gaussian_dim(teacher)) if config.gaussian else None
         self.contrast = LocalContrast(teacher.spec.std) if config.contrast else None
+        self._equaliser: Equaliser | None = None  # built from the config's edge profile when first used
 
     def features(self, images: torch.Tensor, teacher_feats: list[torch.Tensor] | None = None):
         if teacher_feats is None:
@@ -175,7 +176,7 @@ class DiscrepancyModel(nn.Module):
     def equaliser(self) -> Equaliser:
         """The edge equalisation of the current config (rebuilt when the config's profile changes)."""
         cfg = self.config
-        eq = getattr(self, "_equaliser", None)
+        eq = self._equaliser
         if eq is None or (eq.bin, eq.gain, eq.offset) != (cfg.edge_bin, cfg.edge_gain, cfg.edge_offset):
             eq = self._equaliser = Equaliser(cfg.edge_bin, cfg.edge_gain, cfg.edge_offset)
         return eq

@@ -23,6 +23,7 @@ import torch
 from inspector.contracts.decode import read_image
 from inspector.engine.engine import EngineOptions, load_engine
 from inspector.model.nets.edges import EDGE_BIN, EDGE_REACH, edge_distance, fit_profile
+from inspector.model.nets.signals import pooled_statistics
 from inspector.model.preprocess import prepare_batch
 from trainer.data import load_sample, resize_mask, scan_dataset, split_train_val
 from trainer.evaluate import to_grid
@@ -46,12 +47,40 @@ HELD_IN = ("blowhole", "break", "fray")  # magnetic_tile's types used for choice
 
 @torch.no_grad()
 def all_parts(model, images, m, batch=16):
+    """``model.components`` of ``images``, and (``stats``) the pooled teacher statistics the global
+    Gaussian read, for the neighbourhood rows."""
     acc: dict[str, list] = {}
-    for i in range(0, len(images), batch):
-        x = prepare_batch(images[i:i + batch], m.input_geometry(), m.mean, m.std)
-        for k, v in model.components(x).items():
-            acc.setdefault(k, []).append(v)
+    hook = None if model.gaussian is None else model.gaussian.register_forward_hook(
+        lambda _mod, inputs, _out: acc.setdefault("stats", []).append(pooled_statistics(inputs[0])))
+    try:
+        for i in range(0, len(images), batch):
+            x = prepare_batch(images[i:i + batch], m.input_geometry(), m.mean, m.std)
+            for k, v in model.components(x).items():
+                acc.setdefault(k, []).append(v)
+    finally:
+        if hook is not None:
+            hook.remove()
     return {k: torch.cat(v) for k, v in acc.items()}
+
+
+def global_at(model, val, test, k):
+    """The global part judged against ``k`` nearest training normals (0: the plain distance), for
+    validation and test images, each normalised by its validation mean and then put on the
+    checkpoint's scale so that ``combine`` divides it back (the fit's normaliser, per variant)."""
+    gauss = model.gaussian
+    out = []
+    for parts in (val, test):
+        d = gauss.distance(parts["stats"])
+        if k:
+            kept = gauss.neighbours
+            gauss.neighbours = k
+            try:
+                d = d / gauss.neighbourhood(parts["stats"])
+            finally:
+                gauss.neighbours = kept
+        out.append(d)
+    scale = float(out[0].mean())
+    return [d / scale * model.config.gaussian_scale for d in out]
 
 
 def combine(model, parts, names, mode, valid=None, memory_weight=None, edges=False):
@@ -67,8 +96,8 @@ def combine(model, parts, names, mode, valid=None, memory_weight=None, edges=Fal
     else:
         model.config = replace(cfg, **rule)
     try:
-        if names == ("gaussian",):
-            s = parts["gaussian"] / cfg.gaussian_scale
+        if len(names) == 1 and names[0].startswith("gaussian"):
+            s = parts[names[0]] / cfg.gaussian_scale
             return None, s
         chosen = {k.split("@")[0]: parts[k] for k in names}
         if edges:
@@ -88,6 +117,22 @@ def edge_statistics(maps: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor 
             "normal_maxima_within_32px": float((peak_d < EDGE_REACH).float().mean()),
             "pixels_within_32px": float((inside & (dist < EDGE_REACH)).sum() / inside.sum()),
             "spread_outer_band": float(band0.std()), "spread_interior": float(ref.std())}
+
+
+def by_group(names: list[str], scores: dict[str, torch.Tensor]) -> str:
+    """Each score's mean ± spread per group of images named ``GROUP_...`` (magnetic_tile's
+    acquisition set-ups exp1..exp6), when there are several groups of 3 or more: how alike the
+    normals of each mode score."""
+    groups = np.array([n.split("_")[0] if "_" in n else "" for n in names])
+    kept = sorted(g for g in set(groups) if g and (groups == g).sum() >= 3)
+    if len(kept) < 2:
+        return ""
+    lines = []
+    for label, v in scores.items():
+        v = v.numpy() / float(v.mean())
+        lines.append(f"{label}: " + ", ".join(f"{g} {v[groups == g].mean():.2f} ± {v[groups == g].std():.2f}"
+                                              for g in kept))
+    return "validation normals' global part (over its mean) per group of file names: " + "; ".join(lines) + "\n"
 
 
 def recall_at(scores: np.ndarray, labels: np.ndarray, frr: float) -> float:
@@ -132,6 +177,10 @@ def main() -> None:
     ap.add_argument("--memory-weights", default="0,0.25,0.5,0.75,1", metavar="W,W",
                     help="add a row of the whole model for each of these memory weights (the memory map's "
                          "share of the heatmap; the checkpoint's own is in the rows above)")
+    ap.add_argument("--global-neighbours", default="0,1,3,5,7,10,20", metavar="K,K",
+                    help="add a row of the whole model (edges equalised) for each of these neighbourhoods of the "
+                         "global distance (0: the plain distance; needs a checkpoint that kept its training "
+                         "normals, --global-neighbours > 0 at the fit)")
     ap.add_argument("--memory-levels", nargs="*", default=[], metavar="L,L",
                     help="also refit the memory bank at these teacher levels (e.g. 1,2) and add rows")
     args = ap.parse_args()
@@ -191,6 +240,22 @@ def main() -> None:
         painted = f", painted separation {weighing[w]:.3f}" if w in weighing else ""
         rows_spec.append((f"students + memory + Gaussian, memory weight {w:g}{painted}",
                           ("student", "memory", "gaussian"), "max", "auto", w))
+    group_facts = ""
+    if model.gaussian is not None and model.gaussian.neighbours:
+        own_k = model.gaussian.neighbours
+        val["gaussian@0"], test["gaussian@0"] = global_at(model, val, test, 0)
+        group_facts = by_group([Path(p).name for p in val_paths], {"plain distance": val["gaussian@0"],
+                                                                   f"{own_k} neighbours": val["gaussian"]})
+        rows_spec.insert(rows_spec.index(ROWS[3]), ("global Gaussian alone, plain distance", ("gaussian@0",),
+                                                    "max", "empirical"))
+        neighbourhoods = [int(x) for x in args.global_neighbours.split(",") if x]
+        for k in neighbourhoods:
+            key = f"gaussian@{k}" if k != own_k else "gaussian"
+            if k != own_k:
+                val[key], test[key] = global_at(model, val, test, k)
+            label = "plain distance" if k == 0 else f"{k} neighbours" + (" (the checkpoint's model)" if k == own_k else "")
+            rows_spec.append((f"students + memory + Gaussian, edges equalised, global {label}",
+                              ("student", "memory", key), "max", "gumbel", None, True))
     rows = []
     for name, names, mode, calibration, *extra in rows_spec:
         w = extra[0] if extra else None
@@ -225,6 +290,8 @@ def main() -> None:
           f"the outermost {EDGE_BIN} px {edge_facts['spread_outer_band']:.3f}, beyond {EDGE_REACH} px "
           f"{edge_facts['spread_interior']:.3f}; edge gains {', '.join(f'{g:.2f}' for g in model.config.edge_gain)}"
           f"{'' if own else ' (measured here)'}\n")
+    if group_facts:
+        print(group_facts)
     print("| parts | image AUROC | pixel AUROC | AUPRO | false rejects | recall | recall at 2 % false rejects* | "
           "held-in types** | " + " | ".join(types_seen) + " |")
     print("|---|---|---|---|---|---|---|---|" + "---|" * len(types_seen))

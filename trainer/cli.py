@@ -49,7 +49,8 @@ def _fit(args: argparse.Namespace) -> int:
         precision_thresholds=args.precision_thresholds,
         score_mode=args.score_mode, topk_fraction=args.topk_fraction, memory_bank=args.memory_bank,
         coreset_fraction=args.coreset_fraction, memory_weight=_memory_weight_arg(args.memory_weight),
-        global_gaussian=args.global_gaussian, contrast_map=args.contrast_map, edge_equalise=args.edge_equalise,
+        global_gaussian=args.global_gaussian,
+        global_neighbours=args.global_neighbours, contrast_map=args.contrast_map, edge_equalise=args.edge_equalise,
         device=args.device,
         amp=not args.no_amp, cache_teacher=args.cache_teacher, name=args.name, resume=args.resume,
         init_from=args.init_from, progress=not args.no_progress, max_train_images=args.max_train_images,
@@ -173,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fuse the Mahalanobis distance of each image's pooled teacher statistics (channel "
                         "means and standard deviations) to the normals' Gaussian: sees global and "
                         "low-contrast changes that the cosine maps cannot")
+    f.add_argument("--global-neighbours", type=int, default=_fit_default("global_neighbours"), metavar="K",
+                   help="judge that distance against the normals that look like the image: divide it by the "
+                        "mean distance of the image's K nearest training normals (in the Gaussian's whitened "
+                        "space; their statistics, 4*sum(channels) bytes each, are kept in the checkpoint). "
+                        "Normals that are a mixture (lighting set-ups, batches) then score alike in every "
+                        "mode. 0: the plain distance")
     f.add_argument("--contrast-map", action=argparse.BooleanOptionalAction, default=False,
                    help="fuse a local-contrast map at the input's own resolution (matched filters for small "
                         "spots and thin lines on the image minus its local background, each over its level on "

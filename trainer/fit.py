@@ -88,6 +88,7 @@ class FitConfig:
     coreset_fraction: float = DEFAULT_CORESET_FRACTION
     memory_weight: float | str = "auto"  # the memory map's share of the heatmap; auto: chosen on painted anomalies
     global_gaussian: bool = True  # fuse the global Gaussian of pooled teacher statistics
+    global_neighbours: int = 3  # judge its distance against the k nearest training normals' (0: plain)
     contrast_map: bool = False  # fuse the full-resolution local-contrast map (inspector.model.nets.contrast)
     edge_equalise: bool = True  # equalise the map near frame edges to the interior's normal variation (whole frames)
     device: str | None = None
@@ -448,6 +449,8 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
 
 def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> dict[str, Any]:
     _check_memory_weight(cfg.memory_weight)
+    if cfg.global_neighbours < 0:
+        raise ValueError(f"global_neighbours must be >= 0 (0: the plain distance), got {cfg.global_neighbours}")
     out = Path(cfg.out)
     index = scan_dataset(cfg.data)
     paths = list(index.train_paths) + [Path(p) for p in cfg.extra_train_paths]
@@ -607,7 +610,8 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                         memory=cfg.memory_bank, gaussian=cfg.global_gaussian and tiling is None,
                         coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log,
                         valid_train=valid_train, valid_val=valid_val,
-                        contrast_images=x_train if cfg.contrast_map else None)
+                        contrast_images=x_train if cfg.contrast_map else None,
+                        gaussian_neighbours=cfg.global_neighbours)
     weighing = weigh_maps(cfg, model, x_val, x_syn, syn_masks, valid_val, spec, device, log)
     if model.contrast is not None:
         contrast_peak, mix_peak = align_contrast(model, x_val, device, valid_val)
@@ -670,5 +674,6 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
             "precision_thresholds": {k: v.threshold for k, v in points.items()},
             "precision_seconds": round(points_seconds, 1),
             **({"memory_weight": model.config.memory_weight} if model.memory is not None else {}),
+            **({"global_neighbours": model.config.gaussian_neighbours} if model.gaussian is not None else {}),
             "edge_gain": None if edge_profile is None else [round(g, 4) for g in edge_profile["gain"]],
             "train_images": n, "skipped_images": len(skipped)}

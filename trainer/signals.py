@@ -125,6 +125,16 @@ def fit_gaussian(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(lw.location_).float(), torch.from_numpy(lw.precision_).float()
 
 
+def gaussian_references(stats: torch.Tensor, mean: torch.Tensor,
+                        precision: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What ``GlobalGaussian`` needs to judge an image against its nearest normals: the whitening
+    ``L`` (precision = L Lᵀ), the training normals' statistics whitened, ``(stats − mean) L``, and
+    their distances to the Gaussian (each row's length)."""
+    whiten = torch.linalg.cholesky(precision.double())
+    reference = (stats.double() - mean.double()) @ whiten
+    return whiten.float(), reference.float(), reference.norm(dim=1).float()
+
+
 @torch.no_grad()
 def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch: int = 32,
                      valid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
@@ -147,13 +157,16 @@ def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch
 def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tensor]], x_val: torch.Tensor, device, *,
                 memory: bool, gaussian: bool, coreset_fraction: float = DEFAULT_CORESET_FRACTION,
                 seed: int = 0, n_images: int | None = None, log=None, valid_train: torch.Tensor | None = None,
-                valid_val: torch.Tensor | None = None, contrast_images: torch.Tensor | None = None) -> DiscrepancyModel:
+                valid_val: torch.Tensor | None = None, contrast_images: torch.Tensor | None = None,
+                gaussian_neighbours: int = 0) -> DiscrepancyModel:
     """A model with the requested signals fitted on ``train_batches`` (teacher feature batches of
     the training normals; ``n_images`` of them) and the fusion normalised on ``x_val`` (validation
     normals). ``contrast_images`` (the training normals, model input): also fit and fuse the
-    local-contrast map on them."""
+    local-contrast map on them. ``gaussian_neighbours`` > 0: the global distance is divided by that
+    of the image's nearest training normals (``GlobalGaussian``), which are kept for it."""
     cfg = model.config
-    new_cfg = replace(cfg, memory_bank_size=0, gaussian=False, contrast=contrast_images is not None)
+    new_cfg = replace(cfg, memory_bank_size=0, gaussian=False, gaussian_neighbours=0, gaussian_references=0,
+                      contrast=contrast_images is not None)
     bank = mean = precision = None
     per_image = max(1, math.ceil(MAX_CANDIDATES / n_images)) if n_images else None
     patches, stats = collect(train_batches, cfg.memory_levels, cfg.memory_pool, memory, gaussian, per_image, seed,
@@ -167,7 +180,8 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
         del patches
     if stats is not None:
         mean, precision = fit_gaussian(stats)
-        new_cfg = replace(new_cfg, gaussian=True)
+        k = min(gaussian_neighbours, len(stats))
+        new_cfg = replace(new_cfg, gaussian=True, gaussian_neighbours=k, gaussian_references=len(stats) if k else 0)
     fused = DiscrepancyModel(model.teacher, model.student, replace(new_cfg, student_scale=1.0, memory_scale=1.0,
                                                                    gaussian_scale=1.0)).to(device)
     if bank is not None:
@@ -175,6 +189,10 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
     if mean is not None:
         fused.gaussian.mean.copy_(mean)
         fused.gaussian.precision.copy_(precision)
+        if fused.gaussian.neighbours:
+            for name, value in zip(("whiten", "reference", "reference_distance"),
+                                   gaussian_references(stats, mean, precision)):
+                getattr(fused.gaussian, name).copy_(value)
     if contrast_images is not None:
         fused.contrast.rms.copy_(contrast_rms(fused.contrast, contrast_images, device, valid_train))
         if log is not None:
@@ -305,6 +323,8 @@ def fusion_config(cfg: ModelConfig) -> dict | None:
     if not cfg.fused:
         return None
     return {"memory_bank_size": cfg.memory_bank_size, "memory_levels": list(cfg.memory_levels),
-            "memory_pool": cfg.memory_pool, "gaussian": cfg.gaussian, "student_scale": cfg.student_scale,
+            "memory_pool": cfg.memory_pool, "gaussian": cfg.gaussian,
+            "gaussian_neighbours": cfg.gaussian_neighbours, "gaussian_references": cfg.gaussian_references,
+            "student_scale": cfg.student_scale,
             "memory_scale": cfg.memory_scale, "gaussian_scale": cfg.gaussian_scale, "memory_weight": cfg.memory_weight,
             "contrast": cfg.contrast, "contrast_scale": cfg.contrast_scale}

@@ -72,6 +72,9 @@ class Signals(BaseModel):
     memory_levels: tuple[int, ...] = (2,)
     memory_pool: int = Field(3, ge=1)
     gaussian: bool = False
+    gaussian_neighbours: int = Field(0, ge=0, description="the global distance over the mean distance of this many "
+                                     "nearest training normals (0: the plain distance, as before it existed)")
+    gaussian_references: int = Field(0, ge=0, description="training normals kept for that neighbourhood")
     student_scale: float = Field(1.0, gt=0)
     memory_scale: float = Field(1.0, gt=0)
     gaussian_scale: float = Field(1.0, gt=0)

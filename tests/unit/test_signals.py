@@ -13,7 +13,7 @@ from inspector.model.nets.signals import GlobalGaussian, PatchMemory, patch_embe
 from inspector.model.preprocess import prepare_batch, prepare_placed
 from trainer.fit import FitConfig, fit
 from trainer.metrics import calibrate_threshold
-from trainer.signals import bank_size, fit_gaussian, greedy_coreset
+from trainer.signals import bank_size, fit_gaussian, gaussian_references, greedy_coreset
 from trainer.synthetic import make_image
 
 
@@ -94,6 +94,64 @@ def test_global_gaussian_is_the_mahalanobis_distance_of_pooled_statistics():
     assert (gauss(brighter) > 3 * gauss(probe)).all()
 
 
+def _mode(g, n, centre, spread):
+    """Teacher-like features of ``n`` images whose pooled statistics sit around one lighting mode."""
+    shift = centre + spread * torch.randn(n, 1, 1, 1, generator=g)
+    return [shift + torch.randn(n, 3, 8, 8, generator=g), shift + torch.randn(n, 2, 4, 4, generator=g)]
+
+
+def _neighbourhood_gaussian(train, k):
+    stats = pooled_statistics(train)
+    mean, precision = fit_gaussian(stats)
+    gauss = GlobalGaussian(stats.shape[1], neighbours=k, references=len(stats))
+    gauss.mean.copy_(mean)
+    gauss.precision.copy_(precision)
+    for name, value in zip(("whiten", "reference", "reference_distance"), gaussian_references(stats, mean, precision)):
+        getattr(gauss, name).copy_(value)
+    return gauss, stats, mean, precision
+
+
+def test_global_distance_with_neighbours_is_over_the_nearest_normals_distance():
+    """The definition: an image's distance over the mean distance of its k nearest training normals,
+    nearness measured by the Gaussian's own (Mahalanobis) metric between images."""
+    g = torch.Generator().manual_seed(2)
+    train = [torch.cat(p) for p in zip(_mode(g, 60, 0.0, 0.2), _mode(g, 20, 3.0, 1.0))]
+    gauss, stats, mean, precision = _neighbourhood_gaussian(train, k=3)
+    probe = [torch.cat(p) for p in zip(_mode(g, 4, 0.0, 0.2), _mode(g, 4, 3.0, 1.0))]
+    x = pooled_statistics(probe).double()
+    p, s, mu = precision.double(), stats.double(), mean.double()
+    maha = lambda a, b: torch.sqrt(torch.einsum("nd,de,ne->n", a - b, p, a - b).clamp_min(0))  # noqa: E731
+    expected = []
+    for row in x:
+        nearest = maha(s, row.expand_as(s)).topk(3, largest=False).indices
+        expected.append(maha(row[None], mu[None])[0] / maha(s[nearest], mu.expand(3, -1)).mean())
+    torch.testing.assert_close(gauss(probe).double(), torch.stack(expected), rtol=1e-3, atol=1e-3)
+
+
+def test_neighbours_judge_a_rarer_spread_out_mode_like_the_common_one():
+    """Normals from two lighting set-ups, one rarer and more variable: the plain distance rates the
+    rare mode's fresh normals far above the common one's (so the threshold must sit high above
+    most normals); over their neighbours' distances both modes score about alike, and a global
+    change beyond either mode still scores far above them."""
+    g = torch.Generator().manual_seed(3)
+    train = [torch.cat(p) for p in zip(_mode(g, 150, 0.0, 0.1), _mode(g, 30, 2.0, 0.6))]
+    gauss, *_ = _neighbourhood_gaussian(train, k=3)
+    common, rare = _mode(g, 40, 0.0, 0.1), _mode(g, 40, 2.0, 0.6)
+    plain = lambda f: gauss.distance(pooled_statistics(f))  # noqa: E731
+    assert float(plain(rare).median() / plain(common).median()) > 1.5
+    local_ratio = float(gauss(rare).median() / gauss(common).median())
+    assert 0.7 < local_ratio < 1.3, local_ratio
+    brighter = [f * 1.5 + 2.0 for f in common]
+    assert (gauss(brighter) > 2 * gauss(common).max()).all()
+
+
+def test_global_neighbours_need_references():
+    with pytest.raises(ValueError, match="neighbours and references"):
+        GlobalGaussian(10, neighbours=3, references=0)
+    assert GlobalGaussian(10, neighbours=5, references=2).neighbours == 2  # never more than it holds
+    assert not any("reference" in k for k in GlobalGaussian(10).state_dict())  # plain: as before
+
+
 def test_fit_gaussian_refuses_a_single_image():
     with pytest.raises(ValueError, match="at least 2"):
         fit_gaussian(torch.randn(1, 10))
@@ -150,6 +208,35 @@ def test_a_checkpoint_written_before_signals_still_loads_and_serves(synthetic_da
     (r,) = engine.infer([make_image("scratch", size=128, seed=0, index=951)[0]])
     assert r.score == pytest.approx(float(r.heatmap.max()), rel=1e-4)
     assert r.mask.any() == r.defect
+
+
+def test_the_fit_keeps_the_training_normals_for_the_global_neighbourhood(tiny_checkpoint, synthetic_data, tmp_path):
+    m = read_manifest(tiny_checkpoint)
+    assert m.signals.gaussian_neighbours == 3  # the default
+    assert m.signals.gaussian_references == m.training["train_images"]
+    engine = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch"))
+    assert engine.model.gaussian.reference.shape[0] == m.signals.gaussian_references
+    fit(FitConfig(precision_thresholds=False, data=synthetic_data, out=tmp_path / "plain", image_size=32, epochs=1,
+                  progress=False, max_train_images=16, memory_bank=False, global_neighbours=0))
+    plain = read_manifest(tmp_path / "plain")
+    assert plain.signals.gaussian and plain.signals.gaussian_neighbours == 0 and plain.signals.gaussian_references == 0
+    assert load_engine(tmp_path / "plain", "cpu").model.gaussian.neighbours == 0
+    with pytest.raises(ValueError, match="global_neighbours"):
+        fit(FitConfig(data=synthetic_data, out=tmp_path / "bad", epochs=1, global_neighbours=-1))
+
+
+def test_a_manifest_that_drops_the_neighbourhood_is_refused(checkpoint_copy):
+    """The references are weights like the bank: a manifest that does not account for them is
+    refused (the running model stays), and one written before they existed means the plain distance."""
+    from inspector.model.checkpoint import Signals
+
+    assert Signals(gaussian=True).gaussian_neighbours == 0
+    path = checkpoint_copy / "manifest.json"
+    raw = json.loads(path.read_text())
+    raw["signals"]["gaussian_neighbours"] = raw["signals"]["gaussian_references"] = 0
+    path.write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_engine(checkpoint_copy, "cpu")
 
 
 def test_signal_tensors_that_do_not_fit_the_manifest_are_refused(checkpoint_copy):

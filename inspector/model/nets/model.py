@@ -54,6 +54,8 @@ class ModelConfig:
     memory_levels: tuple[int, ...] = (2,)
     memory_pool: int = 3
     gaussian: bool = False  # the global Gaussian of pooled teacher statistics
+    gaussian_neighbours: int = 0  # its distance over that of the k nearest training normals; 0 = plain
+    gaussian_references: int = 0  # training normals kept for that neighbourhood (a buffer's rows)
     student_scale: float = 1.0  # fusion normalisers (mean validation-normal score of each part)
     memory_scale: float = 1.0
     gaussian_scale: float = 1.0
@@ -97,7 +99,8 @@ class DiscrepancyModel(nn.Module):
         self.memory = (PatchMemory(config.memory_bank_size, sum(channels[i] for i in config.memory_levels),
                                    config.memory_levels, config.memory_pool)
                        if config.memory_bank_size > 0 else None)
-        self.gaussian = GlobalGaussian(gaussian_dim(teacher)) if config.gaussian else None
+        self.gaussian = (GlobalGaussian(gaussian_dim(teacher), config.gaussian_neighbours, config.gaussian_references)
+                         if config.gaussian else None)
         self.contrast = LocalContrast(teacher.spec.std) if config.contrast else None
         self._equaliser: Equaliser | None = None  # built from the config's edge profile when first used
 

@@ -12,6 +12,12 @@ pyramid cover that, and need no training beyond fitting on the normal images:
   mean and standard deviation at every level) to a Gaussian fitted on the normals with
   Ledoit-Wolf shrinkage (Rippel et al. 2020, "Gaussian AD"; the standard deviations add the
   texture statistics). One number per image: it does not localise, so it enters the score only.
+  With ``neighbours`` = k > 0 the distance is judged against the normals that look like the image
+  (the idea of the local outlier factor, Breunig et al. 2000): it is divided by the mean distance of
+  the image's k nearest training normals, found in the Gaussian's whitened space. A line's normals
+  are often a mixture (lighting set-ups, batches, variants): an image from a rarer, more spread-out
+  mode sits far from the one Gaussian's centre like its own neighbours do and scores about 1, while
+  an anomaly sits farther out than the normals around it.
 
 These modules only hold buffers and compute; fitting them (coreset, covariance) is the trainer's
 job (``trainer.signals``). Every buffer is saved with the checkpoint's weights (hash-verified).
@@ -76,17 +82,37 @@ class PatchMemory(nn.Module):
 
 
 class GlobalGaussian(nn.Module):
-    """Mahalanobis distance of pooled feature statistics to the normals' Gaussian."""
+    """Mahalanobis distance of pooled feature statistics to the normals' Gaussian; with
+    ``neighbours`` > 0, over the mean distance of the ``neighbours`` nearest of ``references``
+    training normals (their whitened statistics and distances are buffers, fitted with the rest)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, neighbours: int = 0, references: int = 0):
         super().__init__()
+        if neighbours < 0 or (neighbours > 0) != (references > 0):
+            raise ValueError(f"a local global distance needs neighbours and references both > 0, "
+                             f"got neighbours={neighbours} references={references}")
+        self.neighbours = min(neighbours, references)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("precision", torch.eye(dim))
+        if self.neighbours:
+            self.register_buffer("whiten", torch.eye(dim))  # L with precision = L Lᵀ
+            self.register_buffer("reference", torch.zeros(references, dim))  # (stats − mean) L of the normals
+            self.register_buffer("reference_distance", torch.ones(references))  # their distances, |row|
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        return self.distance(pooled_statistics(feats))
+        stats = pooled_statistics(feats)
+        d = self.distance(stats)
+        return d if not self.neighbours else d / self.neighbourhood(stats)
 
     def distance(self, stats: torch.Tensor) -> torch.Tensor:
         """Mahalanobis distance of pooled statistics (B, D) to the normals' Gaussian."""
         d = stats - self.mean
         return ((d @ self.precision) * d).sum(dim=1).clamp_min(0).sqrt()
+
+    def neighbourhood(self, stats: torch.Tensor) -> torch.Tensor:
+        """(B,) mean distance to the Gaussian of each image's ``neighbours`` nearest reference
+        normals (Euclidean in the whitened space, i.e. Mahalanobis between the two images)."""
+        z = (stats - self.mean) @ self.whiten
+        d2 = z.pow(2).sum(dim=1, keepdim=True) - 2.0 * (z @ self.reference.T) + self.reference.pow(2).sum(dim=1)
+        nearest = torch.topk(d2, self.neighbours, dim=1, largest=False).indices
+        return self.reference_distance[nearest].mean(dim=1).clamp_min(1e-6)

@@ -131,18 +131,39 @@ def test_global_distance_with_neighbours_is_over_the_nearest_normals_distance():
 def test_neighbours_judge_a_rarer_spread_out_mode_like_the_common_one():
     """Normals from two lighting set-ups, one rarer and more variable: the plain distance rates the
     rare mode's fresh normals far above the common one's (so the threshold must sit high above
-    most normals); over their neighbours' distances both modes score about alike, and a global
-    change beyond either mode still scores far above them."""
+    most normals); over their neighbours' distances both modes score about alike, and a change of
+    contrast that neither mode has still scores above every normal of either."""
     g = torch.Generator().manual_seed(3)
-    train = [torch.cat(p) for p in zip(_mode(g, 150, 0.0, 0.1), _mode(g, 30, 2.0, 0.6))]
+    train = [torch.cat(p) for p in zip(_mode(g, 150, 0.0, 0.05), _mode(g, 20, 3.0, 1.0))]
     gauss, *_ = _neighbourhood_gaussian(train, k=3)
-    common, rare = _mode(g, 40, 0.0, 0.1), _mode(g, 40, 2.0, 0.6)
+    common, rare = _mode(g, 40, 0.0, 0.05), _mode(g, 40, 3.0, 1.0)
     plain = lambda f: gauss.distance(pooled_statistics(f))  # noqa: E731
     assert float(plain(rare).median() / plain(common).median()) > 1.5
     local_ratio = float(gauss(rare).median() / gauss(common).median())
-    assert 0.7 < local_ratio < 1.3, local_ratio
-    brighter = [f * 1.5 + 2.0 for f in common]
-    assert (gauss(brighter) > 2 * gauss(common).max()).all()
+    assert 0.8 < local_ratio < 1.2, local_ratio
+    contrast = [f * 1.5 for f in common]
+    assert float(gauss(contrast).min()) > max(float(gauss(common).max()), float(gauss(rare).median()))
+
+
+def test_the_kept_normals_are_a_bounded_seeded_sample():
+    stats = torch.randn(50, 6, dtype=torch.float64)
+    mean, precision = fit_gaussian(stats)
+    whiten, ref, dist = gaussian_references(stats, mean, precision, limit=20, seed=4)
+    again = gaussian_references(stats, mean, precision, limit=20, seed=4)[1]
+    assert ref.shape == (20, 6) and torch.equal(ref, again)
+    torch.testing.assert_close(dist, ref.norm(dim=1))
+    rows = ((stats.float() - mean) @ whiten)  # every kept row is one of the normals, whitened
+    assert all(bool(torch.isclose(rows, r, atol=1e-4).all(dim=1).any()) for r in ref)
+    torch.testing.assert_close(whiten.double() @ whiten.double().T, precision.double(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_precision_that_is_not_numerically_definite_still_whitens():
+    v = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64)).Q
+    precision = ((v * torch.tensor([4.0, 2.0, 1.0, 0.5, -1e-4], dtype=torch.float64)) @ v.T).float()
+    assert int(torch.linalg.cholesky_ex(precision.double()).info) > 0  # Cholesky refuses it
+    whiten, ref, _ = gaussian_references(torch.randn(8, 5), torch.zeros(5), precision)
+    torch.testing.assert_close(whiten.double() @ whiten.double().T, precision.double(), atol=1e-3, rtol=1e-3)
+    assert torch.isfinite(ref).all()
 
 
 def test_global_neighbours_need_references():

@@ -15,9 +15,9 @@ pyramid cover that, and need no training beyond fitting on the normal images:
   With ``neighbours`` = k > 0 the distance is judged against the normals that look like the image
   (the idea of the local outlier factor, Breunig et al. 2000): it is divided by the mean distance of
   the image's k nearest training normals, found in the Gaussian's whitened space. A line's normals
-  are often a mixture (lighting set-ups, batches, variants): an image from a rarer, more spread-out
-  mode sits far from the one Gaussian's centre like its own neighbours do and scores about 1, while
-  an anomaly sits farther out than the normals around it.
+  are often a mixture (lighting set-ups, batches, variants) that one Gaussian measures from one
+  centre: an image's distance and its neighbours' move together with its mode, while a defect
+  moves only the image's.
 
 These modules only hold buffers and compute; fitting them (coreset, covariance) is the trainer's
 job (``trainer.signals``). Every buffer is saved with the checkpoint's weights (hash-verified).
@@ -89,7 +89,7 @@ class GlobalGaussian(nn.Module):
     def __init__(self, dim: int, neighbours: int = 0, references: int = 0):
         super().__init__()
         if neighbours < 0 or (neighbours > 0) != (references > 0):
-            raise ValueError(f"a local global distance needs neighbours and references both > 0, "
+            raise ValueError(f"judging the distance against neighbours needs neighbours and references both > 0, "
                              f"got neighbours={neighbours} references={references}")
         self.neighbours = min(neighbours, references)
         self.register_buffer("mean", torch.zeros(dim))

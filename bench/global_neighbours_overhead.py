@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from inspector.engine.engine import DiscrepancyEngine, EngineOptions, load_engine
-from inspector.model.nets.signals import pooled_statistics
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edge_overhead import timed  # noqa: E402
 
-
-def timed(fn, repeats: int) -> float:
-    """Median milliseconds of ``fn`` over ``repeats`` calls."""
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
+from inspector.engine.engine import DiscrepancyEngine, EngineOptions, load_engine  # noqa: E402
+from inspector.model.nets.signals import pooled_statistics  # noqa: E402
 
 
 def main() -> None:

@@ -177,9 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--global-neighbours", type=int, default=_fit_default("global_neighbours"), metavar="K",
                    help="judge that distance against the normals that look like the image: divide it by the "
                         "mean distance of the image's K nearest training normals (in the Gaussian's whitened "
-                        "space; their statistics, 4*sum(channels) bytes each, are kept in the checkpoint). "
-                        "Normals that are a mixture (lighting set-ups, batches) then score alike in every "
-                        "mode. 0: the plain distance")
+                        "space; the statistics of at most 4096 of them are kept in the checkpoint, 1.4 KB each "
+                        "with lite0). Where the normals are a mixture (lighting set-ups, batches), an image's "
+                        "distance and its neighbours' move together with its mode, a defect moves only the "
+                        "image's. 0: the plain distance")
     f.add_argument("--contrast-map", action=argparse.BooleanOptionalAction, default=False,
                    help="fuse a local-contrast map at the input's own resolution (matched filters for small "
                         "spots and thin lines on the image minus its local background, each over its level on "

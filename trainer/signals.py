@@ -190,8 +190,8 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
         del patches
     if stats is not None:
         mean, precision = fit_gaussian(stats)
-        k = min(gaussian_neighbours, len(stats))
         references = min(len(stats), MAX_REFERENCES)
+        k = min(gaussian_neighbours, references)
         new_cfg = replace(new_cfg, gaussian=True, gaussian_neighbours=k, gaussian_references=references if k else 0)
     fused = DiscrepancyModel(model.teacher, model.student, replace(new_cfg, student_scale=1.0, memory_scale=1.0,
                                                                    gaussian_scale=1.0)).to(device)

@@ -113,6 +113,6 @@ class GlobalGaussian(nn.Module):
         """(B,) mean distance to the Gaussian of each image's ``neighbours`` nearest reference
         normals (Euclidean in the whitened space, i.e. Mahalanobis between the two images)."""
         z = (stats - self.mean) @ self.whiten
-        d2 = z.pow(2).sum(dim=1, keepdim=True) - 2.0 * (z @ self.reference.T) + self.reference.pow(2).sum(dim=1)
+        d2 = z.pow(2).sum(dim=1, keepdim=True) - 2.0 * (z @ self.reference.T) + self.reference_distance.pow(2)
         nearest = torch.topk(d2, self.neighbours, dim=1, largest=False).indices
         return self.reference_distance[nearest].mean(dim=1).clamp_min(1e-6)

@@ -4,7 +4,10 @@ threshold rules, each scored on the same test set in one run.
 Every row re-uses the checkpoint's trained students and fitted signals and calibrates its own
 threshold on the same held-out validation normals the fit used (the test set is never used to set
 anything), so the rows differ only in what is fused. Prints a markdown table (overall and per
-defect type) and writes JSON.
+defect type) and writes JSON. It also scores candidates measured against the model but not in it
+(rows say so): the students' feature-norm ratio as a map, the global part as the local outlier
+factor proper, and the global part pooled over the frame's cells only; and, for every row with a
+map, how well it localises inside each defective frame alone.
 
     python bench/signal_ablation.py --checkpoint runs/mt/rd/checkpoint \\
         --data ../shared/datasets/magnetic_tile --out runs/mt/rd/ablation.json
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from inspector.contracts.decode import read_image
 from inspector.engine.engine import EngineOptions, load_engine
@@ -50,17 +54,38 @@ def all_parts(model, images, m, batch=16):
     """``model.components`` of ``images``, and (``stats``) the pooled teacher statistics the global
     Gaussian read, for the neighbourhood rows."""
     acc: dict[str, list] = {}
-    hook = None if model.gaussian is None else model.gaussian.register_forward_hook(
-        lambda _mod, inputs, _out: acc.setdefault("stats", []).append(pooled_statistics(inputs[0])))
+    seen: dict[str, list] = {}
+    hooks = [model.teacher.register_forward_hook(lambda _mod, _inputs, out: seen.__setitem__("teacher", out)),
+             model.student.register_forward_hook(lambda _mod, _inputs, out: seen.__setitem__("students", out))]
+    if model.gaussian is not None:
+        hooks.append(model.gaussian.register_forward_hook(
+            lambda _mod, inputs, _out: acc.setdefault("stats", []).append(pooled_statistics(inputs[0]))))
     try:
         for i in range(0, len(images), batch):
             x = prepare_batch(images[i:i + batch], m.input_geometry(), m.mean, m.std)
-            for k, v in model.components(x).items():
+            parts = model.components(x)
+            if "norm" not in parts:  # a checkpoint without the norm ratio: measured here as a candidate
+                parts["norm"] = norm_ratio_map(model, seen["teacher"], seen["students"], tuple(x.shape[-2:]))
+            for k, v in parts.items():
                 acc.setdefault(k, []).append(v)
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
     return {k: torch.cat(v) for k, v in acc.items()}
+
+
+def norm_ratio_map(model, teacher, students, size) -> torch.Tensor:
+    """|log(‖student‖ / ‖teacher‖)| over channels at each position, summed over scales and students,
+    upsampled and smoothed like the cosine map: the part of the discrepancy the cosine cannot see
+    (a change of feature magnitude), the lever-3 candidate "ratio of feature norms"."""
+    total = None
+    for student in students:
+        for t, s in zip(teacher, student, strict=True):
+            r = (torch.log(s.float().norm(dim=1, keepdim=True) + 1e-6)
+                 - torch.log(t.float().norm(dim=1, keepdim=True) + 1e-6)).abs()
+            r = F.interpolate(r, size=size, mode="bilinear", align_corners=False)
+            total = r if total is None else total + r
+    return model.mapper.smooth(total).squeeze(1)
 
 
 def global_at(model, val, test, k):
@@ -81,6 +106,76 @@ def global_at(model, val, test, k):
         out.append(d)
     scale = float(out[0].mean())
     return [d / scale * model.config.gaussian_scale for d in out]
+
+
+def outlier_factor_at(model, val, test):
+    """The global part as the local outlier factor proper (Breunig et al. 2000), for comparison with
+    the checkpoint's rule: the mean whitened distance to the image's K nearest kept training normals,
+    over the same mean for those normals themselves (each leaving itself out), K the checkpoint's.
+    Normalised like ``global_at``."""
+    gauss = model.gaussian
+    k = gauss.neighbours
+    ref = gauss.reference.double()
+    d_ref = torch.cdist(ref, ref)
+    d_ref.fill_diagonal_(float("inf"))
+    ref_knn = torch.topk(d_ref, k, dim=1, largest=False).values.mean(dim=1)
+    out = []
+    for parts in (val, test):
+        z = ((parts["stats"] - gauss.mean) @ gauss.whiten).double()
+        dist, near = torch.topk(torch.cdist(z, ref), k, dim=1, largest=False)
+        out.append((dist.mean(dim=1) / ref_knn[near].mean(dim=1).clamp_min(1e-12)).float())
+    scale = float(out[0].mean())
+    return [d / scale * model.config.gaussian_scale for d in out]
+
+
+def frame_cells_global_at(model, m, train_images, val_images, test_images):
+    """The global part refitted with each image's statistics pooled over the teacher cells that hold
+    its frame, not the mirrored border too (``geometry_ablation``'s ``padframe``; the served graph
+    pools the whole input, having one input), judged against the checkpoint's K nearest normals."""
+    from geometry_ablation import frame_statistics
+
+    from inspector.model.nets.signals import GlobalGaussian
+    from trainer.signals import fit_gaussian, gaussian_references
+
+    g = m.input_geometry()
+    h, w = g.hw
+
+    @torch.no_grad()
+    def stats(images):
+        rows = []
+        for i in range(0, len(images), 16):
+            chunk = images[i:i + 16]
+            feats = model.teacher(prepare_batch(chunk, g, m.mean, m.std))
+            rows.append(frame_statistics(feats, [g.placement(img.shape[:2]) for img in chunk], h, w))
+        return torch.cat(rows)
+
+    train = stats(train_images)
+    k = model.gaussian.neighbours
+    gauss = GlobalGaussian(train.shape[1], k, len(train))
+    mean, precision = fit_gaussian(train)
+    whiten, reference, reference_distance = gaussian_references(train, mean, precision)
+    for name, value in (("mean", mean), ("precision", precision), ("whiten", whiten), ("reference", reference),
+                        ("reference_distance", reference_distance)):
+        getattr(gauss, name).copy_(value)
+    out = []
+    for images in (val_images, test_images):
+        st = stats(images)
+        out.append(gauss.distance(st) / gauss.neighbourhood(st))
+    scale = float(out[0].mean())
+    return [d / scale * model.config.gaussian_scale for d in out]
+
+
+def within_frame_auroc(maps: np.ndarray, masks: np.ndarray, types: list[str]) -> dict[str, float]:
+    """Per defect type, the mean over its frames of the pixel AUROC inside each frame alone (frames
+    whose mask covers part of them): whether a map finds *where* in a frame the defect is, which the
+    pooled pixel AUROC mixes with how high a defective frame's map sits against the good frames'."""
+    from sklearn.metrics import roc_auc_score
+
+    per: dict[str, list[float]] = {}
+    for mp, mk, t in zip(maps, masks, types):
+        if t != "good" and 0 < mk.mean() < 1:
+            per.setdefault(t, []).append(float(roc_auc_score(mk.ravel(), mp.ravel())))
+    return {t: float(np.mean(v)) for t, v in sorted(per.items())}
 
 
 def combine(model, parts, names, mode, valid=None, memory_weight=None, edges=False):
@@ -224,7 +319,10 @@ def main() -> None:
     # the edge equalisation: the checkpoint's own profile, or (older checkpoints) one measured here
     # on the validation normals' fused maps as the fit would (trainer.signals.fit_edge_profile)
     own = bool(model.config.edge_gain)
-    fused, _ = combine(model, val, ("student", "memory", "gaussian"), "max")
+    # a checkpoint that kept the norm ratio: its students' part is the cosine and norm-ratio maps
+    own_norm = bool(model.config.norm_map)
+    students = ("student", "norm") if own_norm else ("student",)
+    fused, _ = combine(model, val, (*students, "memory", "gaussian"), "max")
     dist = edge_distance(tuple(fused.shape), val_valid, "cpu")
     edge_facts = edge_statistics(fused, dist, val_valid)
     if not own:
@@ -235,7 +333,9 @@ def main() -> None:
                          ("students + memory + Gaussian, edges equalised " +
                           ("(the checkpoint's model)" if own else "(profile measured here)"),
                           ("student", "memory", "gaussian"), "max", "gumbel", None, True))
-    weighing = {r["memory_weight"]: r["separation"] for r in m.metrics.get("memory_weighing", [])}
+    kept_norm = model.config.norm_weight if own_norm else 0.0
+    weighing = {r["memory_weight"]: r["separation"] for r in m.metrics.get("memory_weighing", [])
+                if r.get("norm_weight", 0.0) == kept_norm}
     for w in (float(x) for x in args.memory_weights.split(",") if x):
         painted = f", painted separation {weighing[w]:.3f}" if w in weighing else ""
         rows_spec.append((f"students + memory + Gaussian, memory weight {w:g}{painted}",
@@ -256,6 +356,38 @@ def main() -> None:
             label = "plain distance" if k == 0 else f"{k} neighbours" + (" (the checkpoint's model)" if k == own_k else "")
             rows_spec.append((f"students + memory + Gaussian, edges equalised, global {label}",
                               ("student", "memory", key), "max", "gumbel", None, True))
+    # candidates measured against the model (not in it): a map of the students' feature-norm ratio,
+    # the global part as the local outlier factor proper, and pooled over the frame's cells only
+    if own_norm:  # the checkpoint's norm-ratio map alone, and the whole model without it
+        for parts in (val, test):
+            parts["student@cosine"] = parts["student"]
+        rows_spec.insert(1, ("students' feature-norm ratio map alone", ("norm",), "max", "empirical"))
+        rows_spec.append(("students (cosine map alone, no norm ratio) + memory + Gaussian, edges equalised",
+                          ("student@cosine", "memory", "gaussian"), "max", "gumbel", None, True))
+    else:
+        val_peak = lambda v: float(v.flatten(1).amax(1).mean())  # noqa: E731
+        ratio = val_peak(val["student"]) / val_peak(val["norm"])
+        for parts in (val, test):
+            parts["student@norm"] = parts["norm"] * ratio
+            parts["student@both"] = (parts["student"] + parts["student@norm"]) / 2
+        rows_spec.insert(1, ("students' feature-norm ratio map alone", ("student@norm",), "max", "empirical"))
+        rows_spec.append(("students' cosine and norm-ratio maps averaged + memory + Gaussian, edges equalised",
+                          ("student@both", "memory", "gaussian"), "max", "gumbel", None, True))
+    if model.gaussian is not None and model.gaussian.neighbours:
+        k = model.gaussian.neighbours
+        val["gaussian@lof"], test["gaussian@lof"] = outlier_factor_at(model, val, test)
+        train_images = [read_image(p) for p in train_paths]
+        val["gaussian@frame"], test["gaussian@frame"] = frame_cells_global_at(model, m, train_images, val_images,
+                                                                              images)
+        del train_images
+        for key, label in (("gaussian@lof", f"local outlier factor ({k} neighbours)"),
+                           ("gaussian@frame", f"pooled over the frame's cells ({k} neighbours)")):
+            rows_spec.append((f"global Gaussian alone, {label}", (key,), "max", "empirical"))
+            rows_spec.append((f"students + memory + Gaussian, edges equalised, global {label}",
+                              ("student", "memory", key), "max", "gumbel", None, True))
+    if own_norm:  # the fused rows read the checkpoint's students' part, the norm ratio with the cosine
+        rows_spec = [(name, tuple(x for n in names for x in (students if n == "student" else (n,)))
+                      if len(names) > 1 else names, *rest) for name, names, *rest in rows_spec]
     rows = []
     for name, names, mode, calibration, *extra in rows_spec:
         w = extra[0] if extra else None
@@ -274,7 +406,8 @@ def main() -> None:
                      "defect_recall": float(np.mean(scores[labels] >= thr)),
                      "recall_at_2pct_frr": recall_at(scores, labels, 0.02),
                      "per_type": {t: r["image_auroc"] for t, r in res["per_type"].items()},
-                     "pixel_per_type": {t: r["pixel_auroc"] for t, r in res["per_type"].items() if "pixel_auroc" in r}})
+                     "pixel_per_type": {t: r["pixel_auroc"] for t, r in res["per_type"].items() if "pixel_auroc" in r},
+                     "pixel_within_frame": {} if maps is None else within_frame_auroc(maps, masks, types)})
         held = [rows[-1]["per_type"][t] for t in HELD_IN if t in rows[-1]["per_type"]]
         rows[-1]["held_in_mean"] = float(np.mean(held)) if held else None
         print(json.dumps(rows[-1]), flush=True)
@@ -307,9 +440,16 @@ def main() -> None:
         if r["pixel_auroc"] is not None:
             print(f"| {r['row']} | {fmt(r['pixel_auroc'])} | "
                   + " | ".join(fmt(r["pixel_per_type"].get(t)) for t in pixel_types) + " |")
+    frame_types = sorted({t for r in rows for t in r["pixel_within_frame"]})
+    print("\n| parts (maps) | " + " | ".join(f"{t} within its frames" for t in frame_types) + " |")
+    print("|---|" + "---|" * len(frame_types))
+    for r in rows:
+        if r["pixel_within_frame"]:
+            print(f"| {r['row']} | " + " | ".join(fmt(r["pixel_within_frame"].get(t)) for t in frame_types) + " |")
     print("\nfalse rejects and recall: on the test set at the threshold each row calibrates on the validation "
           "normals; *: at the threshold that rejects 2 % of the test set's good images (reference only); "
-          f"**: mean image AUROC over {', '.join(HELD_IN)}, the types choices are made on.")
+          f"**: mean image AUROC over {', '.join(HELD_IN)}, the types choices are made on. \"within its "
+          "frames\": the pixel AUROC inside each defective frame alone, averaged over the type's frames.")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2))

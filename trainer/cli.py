@@ -49,6 +49,7 @@ def _fit(args: argparse.Namespace) -> int:
         precision_thresholds=args.precision_thresholds,
         score_mode=args.score_mode, topk_fraction=args.topk_fraction, memory_bank=args.memory_bank,
         coreset_fraction=args.coreset_fraction, memory_weight=_memory_weight_arg(args.memory_weight),
+        norm_map=args.norm_map,
         global_gaussian=args.global_gaussian,
         global_neighbours=args.global_neighbours, contrast_map=args.contrast_map, edge_equalise=args.edge_equalise,
         device=args.device,
@@ -170,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "share, in steps of 0.1, that best separates synthetic anomalies painted on the "
                         "validation normals from the clean ones (image and pixel AUROC), recorded in the "
                         "manifest; the equal mix 0.5 stays unless another share is better by more than 0.005")
+    f.add_argument("--norm-map", choices=["auto", "on", "off"], default="auto",
+                   help="let the students' part of the heatmap also read the ratio of their features' norms to "
+                        "the teacher's (|log ratio| per position and scale, averaged half and half with the "
+                        "cosine map): the cosine sees where a feature's direction departs from normal, not "
+                        "its magnitude (brightness and contrast changes). auto: kept only if it separates "
+                        "synthetic anomalies painted on the validation normals better by more than 0.005, "
+                        "recorded in the manifest; off: the cosine map alone, as before")
     f.add_argument("--global-gaussian", action=argparse.BooleanOptionalAction, default=True,
                    help="fuse the Mahalanobis distance of each image's pooled teacher statistics (channel "
                         "means and standard deviations) to the normals' Gaussian: sees global and "

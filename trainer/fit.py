@@ -39,7 +39,7 @@ from .anomalies import paint
 from .data import data_fingerprint, scan_dataset, split_train_val
 from .metrics import calibrate_threshold, score_stats
 from .precision import precision_points
-from .signals import (DEFAULT_CORESET_FRACTION, align_contrast, all_components, choose_memory_weight,
+from .signals import (DEFAULT_CORESET_FRACTION, align_contrast, all_components, choose_map_weights,
                       fit_edge_profile, fit_signals, fusion_config)
 
 # Tiled fits hold their tiles as model inputs (0.8 MB each at 256 px) beside the teacher's cached
@@ -87,6 +87,7 @@ class FitConfig:
     memory_bank: bool = True  # fuse a patch memory bank of teacher features (inspector.model.nets.signals)
     coreset_fraction: float = DEFAULT_CORESET_FRACTION
     memory_weight: float | str = "auto"  # the memory map's share of the heatmap; auto: chosen on painted anomalies
+    norm_map: str = "auto"  # the students' norm-ratio map: auto (kept if it separates painted anomalies) | on | off
     global_gaussian: bool = True  # fuse the global Gaussian of pooled teacher statistics
     global_neighbours: int = 3  # judge its distance against the k nearest training normals' (0: plain)
     contrast_map: bool = False  # fuse the full-resolution local-contrast map (inspector.model.nets.contrast)
@@ -300,6 +301,9 @@ def painted_validation(x_val: torch.Tensor, spec, seed: int,
     return normalize(painted, spec.mean, spec.std), masks
 
 
+NORM_MAP_MODES = ("auto", "on", "off")
+
+
 def _check_memory_weight(value: float | str) -> None:
     if value == "auto":
         return
@@ -315,18 +319,22 @@ WEIGH_UNITS = 256
 
 def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_syn: torch.Tensor | None,
                syn_masks: torch.Tensor | None, valid_val: torch.Tensor | None, spec, device, log) -> list[dict] | None:
-    """Set the fitted model's memory weight (``ModelConfig.memory_weight``): the configured share,
-    or with ``auto`` the one that best separates synthetic anomalies painted on the validation
-    normals (``trainer.signals.choose_memory_weight``; painted here when the epoch was chosen by
-    the loss). Returns every candidate's measures for the manifest, or None when nothing was weighed."""
-    if model.memory is None:
-        return None
-    if cfg.memory_weight != "auto":
+    """Set the fitted model's heatmap weights (``ModelConfig.memory_weight``, and whether the
+    students' norm-ratio map is kept, ``norm_map`` / ``norm_weight``): the configured ones, or with
+    ``auto`` those that best separate synthetic anomalies painted on the validation normals
+    (``trainer.signals.choose_map_weights``; painted here when the epoch was chosen by the loss).
+    Returns every candidate's measures for the manifest, or None when nothing was weighed."""
+    auto_memory = model.memory is not None and cfg.memory_weight == "auto"
+    auto_norm = model.config.norm_map and cfg.norm_map == "auto"
+    if model.memory is not None and cfg.memory_weight != "auto":
         model.config = replace(model.config, memory_weight=float(cfg.memory_weight))
+    if not (auto_memory or auto_norm):
         return None
     if len(x_val) < 2:  # painting borrows content from another normal
-        log.warning("memory_weight_default", reason="synthetic anomalies need at least 2 validation images",
-                    memory_weight=model.config.memory_weight)
+        if auto_norm:  # unmeasured, the cosine map alone stays, as it was before the norm ratio
+            model.config = replace(model.config, norm_map=False)
+        log.warning("map_weights_default", reason="synthetic anomalies need at least 2 validation images",
+                    memory_weight=model.config.memory_weight, norm_map=model.config.norm_map)
         return None
     if len(x_val) > WEIGH_UNITS:
         keep = torch.randperm(len(x_val), generator=torch.Generator().manual_seed(cfg.seed))[:WEIGH_UNITS].sort().values
@@ -341,10 +349,14 @@ def weigh_maps(cfg: FitConfig, model: DiscrepancyModel, x_val: torch.Tensor, x_s
     def mixed(x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v for k, v in all_components(model, x, device).items() if k != "contrast"}
 
-    weight, table = choose_memory_weight(model, mixed(x_val), mixed(x_syn), syn_masks, valid_val)
-    model.config = replace(model.config, memory_weight=weight)
-    log.info("memory_weight_chosen", memory_weight=weight,
-             separation={r["memory_weight"]: round(r["separation"], 4) for r in table})
+    norm_weight, weight, table = choose_map_weights(
+        model, mixed(x_val), mixed(x_syn), syn_masks, valid_val, choose_norm=auto_norm,
+        memory_weight=None if auto_memory else model.config.memory_weight)
+    model.config = replace(model.config, memory_weight=weight, norm_map=norm_weight > 0,
+                           norm_weight=norm_weight if norm_weight > 0 else model.config.norm_weight)
+    log.info("map_weights_chosen", memory_weight=weight, norm_weight=norm_weight,
+             separation={f"norm {r['norm_weight']:g} memory {r['memory_weight']:g}": round(r["separation"], 4)
+                         for r in table})
     return [{k: round(v, 4) for k, v in r.items()} for r in table]
 
 
@@ -449,6 +461,8 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
 
 def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> dict[str, Any]:
     _check_memory_weight(cfg.memory_weight)
+    if cfg.norm_map not in NORM_MAP_MODES:
+        raise ValueError(f"norm_map must be one of {NORM_MAP_MODES}, got {cfg.norm_map!r}")
     if cfg.global_neighbours < 0:
         raise ValueError(f"global_neighbours must be >= 0 (0: the plain distance), got {cfg.global_neighbours}")
     out = Path(cfg.out)
@@ -611,7 +625,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                         coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log,
                         valid_train=valid_train, valid_val=valid_val,
                         contrast_images=x_train if cfg.contrast_map else None,
-                        gaussian_neighbours=cfg.global_neighbours)
+                        gaussian_neighbours=cfg.global_neighbours, norm_map=cfg.norm_map != "off")
     weighing = weigh_maps(cfg, model, x_val, x_syn, syn_masks, valid_val, spec, device, log)
     if model.contrast is not None:
         contrast_peak, mix_peak = align_contrast(model, x_val, device, valid_val)
@@ -674,6 +688,7 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
             "precision_thresholds": {k: v.threshold for k, v in points.items()},
             "precision_seconds": round(points_seconds, 1),
             **({"memory_weight": model.config.memory_weight} if model.memory is not None else {}),
+            "norm_weight": model.config.norm_weight if model.config.norm_map else 0.0,
             **({"global_neighbours": model.config.gaussian_neighbours} if model.gaussian is not None else {}),
             "edge_gain": None if edge_profile is None else [round(g, 4) for g in edge_profile["gain"]],
             "train_images": n, "skipped_images": len(skipped)}

@@ -168,15 +168,17 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
                 memory: bool, gaussian: bool, coreset_fraction: float = DEFAULT_CORESET_FRACTION,
                 seed: int = 0, n_images: int | None = None, log=None, valid_train: torch.Tensor | None = None,
                 valid_val: torch.Tensor | None = None, contrast_images: torch.Tensor | None = None,
-                gaussian_neighbours: int = 0) -> DiscrepancyModel:
+                gaussian_neighbours: int = 0, norm_map: bool = False) -> DiscrepancyModel:
     """A model with the requested signals fitted on ``train_batches`` (teacher feature batches of
     the training normals; ``n_images`` of them) and the fusion normalised on ``x_val`` (validation
     normals). ``contrast_images`` (the training normals, model input): also fit and fuse the
     local-contrast map on them. ``gaussian_neighbours`` > 0: the global distance is divided by that
-    of the image's nearest training normals (``GlobalGaussian``), which are kept for it."""
+    of the image's nearest training normals (``GlobalGaussian``), which are kept for it. ``norm_map``:
+    the students' part also reads their features' norm ratio (normalised here; its share is chosen
+    by ``choose_map_weights``)."""
     cfg = model.config
     new_cfg = replace(cfg, memory_bank_size=0, gaussian=False, gaussian_neighbours=0, gaussian_references=0,
-                      contrast=contrast_images is not None)
+                      contrast=contrast_images is not None, norm_map=norm_map)
     bank = mean = precision = None
     per_image = max(1, math.ceil(MAX_CANDIDATES / n_images)) if n_images else None
     patches, stats = collect(train_batches, cfg.memory_levels, cfg.memory_pool, memory, gaussian, per_image, seed,
@@ -322,6 +324,46 @@ def choose_memory_weight(model: DiscrepancyModel, clean: dict[str, torch.Tensor]
     return best["memory_weight"], table
 
 
+NORM_WEIGHT = 0.5  # the norm-ratio map's share of the students' part when it is kept
+
+
+def choose_map_weights(model: DiscrepancyModel, clean: dict[str, torch.Tensor], painted: dict[str, torch.Tensor],
+                       masks: torch.Tensor, valid: torch.Tensor | None = None, *, choose_norm: bool = True,
+                       memory_weight: float | None = None,
+                       margin: float = 0.005) -> tuple[float, float, list[dict[str, float]]]:
+    """The heatmap's weights, ``(norm_weight, memory_weight, table)``, on painted anomalies as in
+    ``choose_memory_weight``. With ``choose_norm`` (a model fitted with the norm-ratio map) both
+    the students' cosine map alone and with the norm ratio at ``NORM_WEIGHT`` are tried, each with
+    its best memory weight (or the given ``memory_weight``); the norm ratio is kept only when it
+    separates better by more than ``margin``: the cosine map alone is the rule before it, and one
+    map fewer to compute. A norm weight of 0 means the map is dropped (``norm_map`` False)."""
+    norms = (0.0, NORM_WEIGHT) if choose_norm else (model.config.norm_weight if model.config.norm_map else 0.0,)
+    cfg = model.config
+    results, table = {}, []
+    try:
+        for a in norms:
+            model.config = replace(cfg, norm_weight=a)
+            use = (lambda d: d) if a else (lambda d: {k: v for k, v in d.items() if k != "norm"})  # noqa: E731
+            if model.memory is None:
+                rows, w = [{"memory_weight": cfg.memory_weight,
+                            **fusion_separation(model, use(clean), use(painted), masks, valid, cfg.memory_weight)}], \
+                    cfg.memory_weight
+            elif memory_weight is None:
+                w, rows = choose_memory_weight(model, use(clean), use(painted), masks, valid)
+            else:
+                w = memory_weight
+                rows = [{"memory_weight": w, **fusion_separation(model, use(clean), use(painted), masks, valid, w)}]
+            best = next(r for r in rows if r["memory_weight"] == w)
+            results[a] = (w, best["separation"])
+            table += [{"norm_weight": a, **r} for r in rows]
+    finally:
+        model.config = cfg
+    a = norms[-1]
+    if len(norms) > 1 and results[NORM_WEIGHT][1] - results[0.0][1] <= margin:
+        a = 0.0
+    return a, results[a][0], table
+
+
 def _positive_mean(v: np.ndarray, name: str) -> float:
     m = float(np.mean(v))
     if not math.isfinite(m) or m <= 0:
@@ -338,4 +380,5 @@ def fusion_config(cfg: ModelConfig) -> dict | None:
             "gaussian_neighbours": cfg.gaussian_neighbours, "gaussian_references": cfg.gaussian_references,
             "student_scale": cfg.student_scale,
             "memory_scale": cfg.memory_scale, "gaussian_scale": cfg.gaussian_scale, "memory_weight": cfg.memory_weight,
+            "norm_map": cfg.norm_map, "norm_weight": cfg.norm_weight, "norm_scale": cfg.norm_scale,
             "contrast": cfg.contrast, "contrast_scale": cfg.contrast_scale}

@@ -80,6 +80,10 @@ class Signals(BaseModel):
     gaussian_scale: float = Field(1.0, gt=0)
     memory_weight: float = Field(0.5, ge=0, le=1, description="the memory map's share of the heatmap, the "
                                  "students' map has the rest (0.5 in checkpoints written before it was chosen)")
+    norm_map: bool = Field(False, description="the students' part of the heatmap also reads the ratio of their "
+                           "features' norms to the teacher's (false: the cosine map alone, as before it existed)")
+    norm_weight: float = Field(0.5, ge=0, le=1, description="the norm-ratio map's share of the students' part")
+    norm_scale: float = Field(1.0, gt=0)
     contrast: bool = Field(False, description="the full-resolution local-contrast map, fused by the pixel maximum")
     contrast_scale: float = Field(1.0, gt=0)
 

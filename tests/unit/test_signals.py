@@ -2,6 +2,7 @@
 and the threshold calibration that few normals can support."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -371,6 +372,8 @@ def test_memory_weight_mixes_the_two_maps_linearly(tiny_checkpoint):
     parts = model.components(prepare_batch(images, m.image_size, m.mean, m.std))
     cfg = model.config
     student, memory = parts["student"] / cfg.student_scale, parts["memory"] / cfg.memory_scale
+    if cfg.norm_map:  # the fit kept the norm ratio: the students' part is its mix with the cosine map
+        student = (1 - cfg.norm_weight) * student + cfg.norm_weight * parts["norm"] / cfg.norm_scale
     for w in (0.0, 0.3, 1.0):
         model.config = replace(cfg, memory_weight=w)
         maps, _ = model.fuse(parts)
@@ -408,7 +411,9 @@ def test_the_fit_records_its_chosen_memory_weight(tiny_checkpoint):
     from trainer.signals import MEMORY_WEIGHTS
 
     m = read_manifest(tiny_checkpoint)
-    table = m.metrics["memory_weighing"]
+    kept_norm = m.signals.norm_weight if m.signals.norm_map else 0.0
+    assert sorted({r["norm_weight"] for r in m.metrics["memory_weighing"]}) == [0.0, 0.5]  # both were tried
+    table = [r for r in m.metrics["memory_weighing"] if r["norm_weight"] == kept_norm]
     assert [r["memory_weight"] for r in table] == list(MEMORY_WEIGHTS)
     assert m.signals.memory_weight in MEMORY_WEIGHTS
     best = max(r["separation"] for r in table)
@@ -425,9 +430,17 @@ def test_the_fit_records_its_chosen_memory_weight(tiny_checkpoint):
 def test_a_given_memory_weight_is_kept_and_nothing_is_weighed(synthetic_data, tmp_path):
     fit(FitConfig(precision_thresholds=False,
                   data=synthetic_data, out=tmp_path / "w", image_size=32, epochs=1, progress=False,
-                  max_train_images=16, memory_weight=0.2))
+                  max_train_images=16, memory_weight=0.2, norm_map="off"))
     m = read_manifest(tmp_path / "w")
     assert m.signals.memory_weight == pytest.approx(0.2) and "memory_weighing" not in m.metrics
+    assert not m.signals.norm_map
+    # the norm ratio still chosen on painted anomalies, at the given memory weight
+    fit(FitConfig(precision_thresholds=False,
+                  data=synthetic_data, out=tmp_path / "wn", image_size=32, epochs=1, progress=False,
+                  max_train_images=16, memory_weight=0.2))
+    m = read_manifest(tmp_path / "wn")
+    assert m.signals.memory_weight == pytest.approx(0.2)
+    assert {(r["norm_weight"], r["memory_weight"]) for r in m.metrics["memory_weighing"]} == {(0.0, 0.2), (0.5, 0.2)}
     with pytest.raises(ValueError, match="memory_weight"):
         fit(FitConfig(precision_thresholds=False,
                       data=synthetic_data, out=tmp_path / "bad", image_size=32, epochs=1, progress=False,
@@ -438,14 +451,14 @@ def test_the_weight_is_chosen_on_a_bounded_seeded_sample_of_validation_units(syn
     import trainer.fit as fit_module
 
     seen: list[int] = []
-    real = fit_module.choose_memory_weight
+    real = fit_module.choose_map_weights
 
     def spy(model, clean, painted, masks, valid=None, **kw):
         seen.append(len(masks))
         assert all(len(v) == len(masks) for v in (*clean.values(), *painted.values()))
         return real(model, clean, painted, masks, valid, **kw)
 
-    monkeypatch.setattr(fit_module, "choose_memory_weight", spy)
+    monkeypatch.setattr(fit_module, "choose_map_weights", spy)
     monkeypatch.setattr(fit_module, "WEIGH_UNITS", 3)
     outs = []
     for run in ("a", "b"):
@@ -463,3 +476,103 @@ def test_a_manifest_written_before_the_weight_fuses_the_maps_equally():
     assert Signals(memory_bank_size=4, gaussian=True).memory_weight == 0.5
     with pytest.raises(ValueError):
         Signals(memory_bank_size=4, memory_weight=1.2)
+
+
+# ----------------------------------------------------------------------------- the norm-ratio map
+
+
+def test_the_norm_ratio_map_sees_a_change_of_magnitude_that_the_cosine_cannot():
+    from inspector.model.nets.discrepancy import AnomalyMapper
+
+    g = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(2, c, s, s, generator=g) for c, s in ((8, 16), (16, 8), (32, 4))]
+    mapper = AnomalyMapper(sigma=0.0)
+    louder = [[2.0 * t for t in teacher]]  # the same directions at twice the magnitude
+    assert float(mapper(teacher, louder, (32, 32)).abs().max()) < 1e-5
+    torch.testing.assert_close(mapper.norm_ratio(teacher, louder, (32, 32)),
+                               torch.full((2, 32, 32), 3 * math.log(2.0)), atol=1e-4, rtol=1e-4)
+    turned = [[t.roll(1, dims=1) for t in teacher]]  # other directions, the same norms
+    assert float(mapper.norm_ratio(teacher, turned, (32, 32)).abs().max()) < 1e-4
+    assert float(mapper(teacher, turned, (32, 32)).mean()) > 0.5
+    # where a feature vector is all zeros the log stays finite
+    zero = [[torch.zeros_like(t) for t in teacher]]
+    assert torch.isfinite(mapper.norm_ratio(teacher, zero, (32, 32))).all()
+
+
+def test_the_students_part_mixes_the_norm_ratio_at_its_share(tiny_checkpoint):
+    from dataclasses import replace
+
+    model = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch")).model
+    cfg = replace(model.config, norm_map=True, norm_scale=0.7, memory_weight=0.4)
+    model.config = cfg
+    g = torch.Generator().manual_seed(1)
+    parts = {k: torch.rand(2, 16, 16, generator=g) for k in ("student", "norm", "memory")}
+    for a in (0.0, 0.5, 1.0):
+        model.config = replace(cfg, norm_weight=a)
+        maps, _ = model.fuse(parts)
+        students = (1 - a) * parts["student"] / cfg.student_scale + a * parts["norm"] / 0.7
+        torch.testing.assert_close(maps, 0.6 * students + 0.4 * parts["memory"] / cfg.memory_scale)
+    model.config = replace(cfg, norm_map=False)
+    without = {k: v for k, v in parts.items() if k != "norm"}
+    torch.testing.assert_close(model.fuse(without)[0],
+                               0.6 * parts["student"] / cfg.student_scale + 0.4 * parts["memory"] / cfg.memory_scale)
+
+
+def test_the_norm_ratio_is_kept_only_where_it_separates_the_paint(tiny_checkpoint):
+    """Hand-made parts: when the norm-ratio map marks the painted pixels and the cosine map does
+    not, it is kept; when it is noise, the cosine map stays alone; a large margin keeps it out."""
+    from trainer.signals import NORM_WEIGHT, choose_map_weights
+
+    model = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch")).model
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    n, h, w = 12, 32, 32
+    masks = torch.zeros(n, h, w, dtype=torch.bool)
+    masks[:, 8:16, 8:16] = True
+    noise = lambda: torch.rand(n, h, w, generator=g)  # noqa: E731
+    ones = torch.ones(n)
+
+    def parts(norm_sees: bool, painted: bool) -> dict[str, torch.Tensor]:
+        paint = 3.0 * masks if painted else 0.0
+        return {"student": (noise() + (0.3 * masks if painted else 0.0)) * cfg.student_scale,
+                "norm": (noise() + (paint if norm_sees else 0.0)) * cfg.norm_scale,
+                "memory": noise() * cfg.memory_scale, "gaussian": ones * cfg.gaussian_scale}
+
+    a, w_, table = choose_map_weights(model, parts(True, False), parts(True, True), masks)
+    assert a == NORM_WEIGHT and {r["norm_weight"] for r in table} == {0.0, NORM_WEIGHT}
+    assert choose_map_weights(model, parts(True, False), parts(True, True), masks, margin=1.0)[0] == 0.0
+    a, _, _ = choose_map_weights(model, parts(False, False), parts(False, True), masks)
+    assert a == 0.0
+    a, w_, table = choose_map_weights(model, parts(True, False), parts(True, True), masks, memory_weight=0.3)
+    assert w_ == 0.3 and {r["memory_weight"] for r in table} == {0.3}
+    assert model.config == cfg  # trying candidates leaves the model as it was
+
+
+def test_a_fit_with_the_norm_map_records_it_and_serves_it_through_onnx(synthetic_data, tmp_path):
+    fit(FitConfig(precision_thresholds=False, data=synthetic_data, out=tmp_path / "n", image_size=32, epochs=1,
+                  progress=False, max_train_images=16, norm_map="on"))
+    m = read_manifest(tmp_path / "n")
+    assert m.signals.norm_map and m.signals.norm_weight == 0.5 and m.signals.norm_scale > 0
+    images = [make_image("spot", size=128, seed=0, index=970 + i)[0] for i in range(3)]
+    ref = load_engine(tmp_path / "n", "cpu", EngineOptions(backend="torch"))
+    assert "norm" in ref.model.components(prepare_batch(images, m.image_size, m.mean, m.std))
+    onnx = load_engine(tmp_path / "n", "cpu", EngineOptions(backend="onnx"))
+    for a, b in zip(ref.infer(images), onnx.infer(images)):
+        assert b.score == pytest.approx(a.score, rel=1e-4)
+        assert np.allclose(a.heatmap, b.heatmap, atol=1e-4)
+    fit(FitConfig(precision_thresholds=False, data=synthetic_data, out=tmp_path / "off", image_size=32, epochs=1,
+                  progress=False, max_train_images=16, norm_map="off"))
+    off = load_engine(tmp_path / "off", "cpu", EngineOptions(backend="torch"))
+    assert not off.manifest.signals.norm_map
+    assert "norm" not in off.model.components(prepare_batch(images, m.image_size, m.mean, m.std))
+    with pytest.raises(ValueError, match="norm_map"):
+        fit(FitConfig(precision_thresholds=False, data=synthetic_data, out=tmp_path / "bad", image_size=32,
+                      epochs=1, progress=False, max_train_images=16, norm_map="maybe"))
+
+
+def test_a_manifest_written_before_the_norm_ratio_reads_the_cosine_map_alone():
+    from inspector.model.checkpoint import Signals
+
+    assert Signals(memory_bank_size=4, gaussian=True).norm_map is False
+    with pytest.raises(ValueError):
+        Signals(memory_bank_size=4, norm_weight=1.5)

@@ -1,7 +1,7 @@
 """Batched anomaly maps and image scores, all in torch on the model's device.
 
 Per scale: 1 − cosine over channels, bilinear upsampling to the input size; sum over scales (and
-students); Gaussian smoothing (σ = 4, kernel 33, borders mirrored like scipy's default ``reflect``) as two
+students); optionally the same for the features' norm ratio (``norm_ratio``); Gaussian smoothing (σ = 4, kernel 33, borders mirrored like scipy's default ``reflect``) as two
 separable 1-D convolutions. The image score is the map's maximum, or the mean of its top-k pixels.
 """
 
@@ -45,6 +45,9 @@ def separable_blur(x: torch.Tensor, kernel: torch.Tensor, mirror: bool = True) -
     return F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
 
 
+NORM_EPS = 1e-6  # keeps the log of a feature norm finite where a feature vector is all zeros
+
+
 class AnomalyMapper(nn.Module):
     """Turns teacher and student pyramids into smoothed anomaly maps of shape (B, H, W)."""
 
@@ -61,6 +64,21 @@ class AnomalyMapper(nn.Module):
                 d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
                 total = d if total is None else total + d
         return total  # (B, 1, H, W)
+
+    def norm_ratio(self, teacher: list[torch.Tensor], students: list[list[torch.Tensor]],
+                   size: tuple[int, int]) -> torch.Tensor:
+        """|log(‖student‖ / ‖teacher‖)| over channels at each position, summed and smoothed like the
+        cosine map, (B, H, W). The cosine compares only the features' directions, so a student that
+        reproduces a feature's direction at the wrong magnitude (a brightness or contrast change the
+        teacher's features grow or shrink with) looks normal to it; this map is the other half."""
+        total = None
+        for student in students:
+            for t, s in zip(teacher, student, strict=True):
+                r = (torch.log(s.float().norm(dim=1, keepdim=True) + NORM_EPS)
+                     - torch.log(t.float().norm(dim=1, keepdim=True) + NORM_EPS)).abs()
+                r = F.interpolate(r, size=size, mode="bilinear", align_corners=False)
+                total = r if total is None else total + r
+        return self.smooth(total).squeeze(1)
 
     def smooth(self, maps: torch.Tensor) -> torch.Tensor:
         if self.sigma <= 0:

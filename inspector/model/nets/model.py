@@ -5,7 +5,8 @@ Without signals the map is the students' discrepancy map and the score its maxim
 mean), as in RD4AD. With signals (``inspector.model.nets.signals``) every part is divided by its mean
 image score on held-out validation normals, so that each contributes about 1 on a normal part:
 
-    heatmap = (1 − w) · student map / student_scale + w · memory map / memory_scale
+    heatmap = (1 − w) · students' part + w · memory map / memory_scale
+    students' part = (1 − a) · cosine map / student_scale + a · norm-ratio map / norm_scale
     score   = mean of (top-k mean of heatmap, global distance / gaussian_scale)
 
 so a normal part scores about 1 whatever the teacher or the image size, and no part can drown the
@@ -16,7 +17,10 @@ averaged away. contrast_scale puts the contrast map's largest value on the valid
 the mix's largest (``trainer.signals.align_contrast``). The memory weight ``w`` is 1/2 unless the
 fit chose it (``trainer fit --memory-weight auto``: the weight that best separates synthetic
 anomalies painted on the validation normals, since how much each map can be trusted depends on
-the surface). When the fit measured an edge profile, the heatmap's bands near each frame's edge
+the surface). The norm-ratio map (``AnomalyMapper.norm_ratio``: where the students reproduce a
+feature's direction but not its magnitude) joins the students' part with a = 1/2 when the fit
+chose it the same way (``--norm-map auto``), and is not computed otherwise (a = 0, the cosine map
+alone, as in every checkpoint before it). When the fit measured an edge profile, the heatmap's bands near each frame's edge
 are equalised to the interior's normal variation after the graph (``content_outputs``,
 ``inspector.model.nets.edges``), before the score reads its maximum.
 """
@@ -60,6 +64,9 @@ class ModelConfig:
     memory_scale: float = 1.0
     gaussian_scale: float = 1.0
     memory_weight: float = 0.5  # the memory map's share of the heatmap (the students' is the rest)
+    norm_map: bool = False  # the students' part also reads their features' norm ratio (AnomalyMapper.norm_ratio)
+    norm_weight: float = 0.5  # its share of the students' part (the cosine map has the rest)
+    norm_scale: float = 1.0
     contrast: bool = False  # the full-resolution local-contrast map, fused by the pixel maximum
     contrast_scale: float = 1.0  # its largest value on the validation normals over the mix's largest
     edge_bin: int = EDGE_BIN  # edge equalisation (inspector.model.nets.edges): band width, input px
@@ -68,7 +75,7 @@ class ModelConfig:
 
     @property
     def fused(self) -> bool:
-        return self.memory_bank_size > 0 or self.gaussian or self.contrast
+        return self.memory_bank_size > 0 or self.gaussian or self.contrast or self.norm_map
 
 
 def build_student(config: ModelConfig, teacher: Teacher) -> nn.Module:
@@ -119,6 +126,8 @@ class DiscrepancyModel(nn.Module):
         # in bf16; the cosine, distances, upsampling and 33-tap blur stay float32.
         with torch.autocast(images.device.type, enabled=False):
             out = {"student": self.mapper(teacher_feats, students, size)}
+            if self.config.norm_map:
+                out["norm"] = self.mapper.norm_ratio(teacher_feats, students, size)
             if self.memory is not None:
                 near = F.interpolate(self.memory(teacher_feats), size=size, mode="bilinear", align_corners=False)
                 out["memory"] = self.mapper.smooth(near).squeeze(1)
@@ -141,9 +150,14 @@ class DiscrepancyModel(nn.Module):
         if not cfg.fused:
             maps = parts["student"]
             return maps, image_scores(maps, cfg.score_mode, cfg.topk_fraction, valid)
-        scaled = [parts[name] / getattr(cfg, f"{name}_scale") for name in ("student", "memory") if name in parts]
+        students = parts["student"] / cfg.student_scale if "student" in parts else None
+        if "norm" in parts:
+            norm = parts["norm"] / cfg.norm_scale
+            a = cfg.norm_weight
+            students = norm if students is None else (1.0 - a) * students + a * norm
+        memory = parts["memory"] / cfg.memory_scale if "memory" in parts else None
         w = cfg.memory_weight
-        maps = None if not scaled else scaled[0] if len(scaled) == 1 else (1.0 - w) * scaled[0] + w * scaled[1]
+        maps = memory if students is None else students if memory is None else (1.0 - w) * students + w * memory
         if "contrast" in parts:
             contrast = parts["contrast"] / cfg.contrast_scale
             maps = contrast if maps is None else torch.maximum(maps, contrast)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from inspector.contracts.decode import read_image
 from inspector.engine.engine import EngineOptions, load_engine
@@ -65,27 +64,14 @@ def all_parts(model, images, m, batch=16):
             x = prepare_batch(images[i:i + batch], m.input_geometry(), m.mean, m.std)
             parts = model.components(x)
             if "norm" not in parts:  # a checkpoint without the norm ratio: measured here as a candidate
-                parts["norm"] = norm_ratio_map(model, seen["teacher"], seen["students"], tuple(x.shape[-2:]))
+                with torch.autocast(x.device.type, enabled=False):
+                    parts["norm"] = model.mapper.norm_ratio(seen["teacher"], seen["students"], tuple(x.shape[-2:]))
             for k, v in parts.items():
                 acc.setdefault(k, []).append(v)
     finally:
         for hook in hooks:
             hook.remove()
     return {k: torch.cat(v) for k, v in acc.items()}
-
-
-def norm_ratio_map(model, teacher, students, size) -> torch.Tensor:
-    """|log(‖student‖ / ‖teacher‖)| over channels at each position, summed over scales and students,
-    upsampled and smoothed like the cosine map: the part of the discrepancy the cosine cannot see
-    (a change of feature magnitude), the lever-3 candidate "ratio of feature norms"."""
-    total = None
-    for student in students:
-        for t, s in zip(teacher, student, strict=True):
-            r = (torch.log(s.float().norm(dim=1, keepdim=True) + 1e-6)
-                 - torch.log(t.float().norm(dim=1, keepdim=True) + 1e-6)).abs()
-            r = F.interpolate(r, size=size, mode="bilinear", align_corners=False)
-            total = r if total is None else total + r
-    return model.mapper.smooth(total).squeeze(1)
 
 
 def global_at(model, val, test, k):

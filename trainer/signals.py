@@ -333,8 +333,9 @@ def choose_map_weights(model: DiscrepancyModel, clean: dict[str, torch.Tensor], 
                        margin: float = 0.005) -> tuple[float, float, list[dict[str, float]]]:
     """The heatmap's weights, ``(norm_weight, memory_weight, table)``, on painted anomalies as in
     ``choose_memory_weight``. With ``choose_norm`` (a model fitted with the norm-ratio map) both
-    the students' cosine map alone and with the norm ratio at ``NORM_WEIGHT`` are tried, each with
-    its best memory weight (or the given ``memory_weight``); the norm ratio is kept only when it
+    the students' cosine map alone and with the norm ratio at ``NORM_WEIGHT`` are tried, each at
+    the memory weight ``choose_memory_weight`` picks for it (or the given ``memory_weight``), and
+    compared there; the norm ratio is kept only when it
     separates better by more than ``margin``: the cosine map alone is the rule before it, and one
     map fewer to compute. A norm weight of 0 means the map is dropped (``norm_map`` False)."""
     norms = (0.0, NORM_WEIGHT) if choose_norm else (model.config.norm_weight if model.config.norm_map else 0.0,)

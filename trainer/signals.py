@@ -335,9 +335,9 @@ def choose_map_weights(model: DiscrepancyModel, clean: dict[str, torch.Tensor], 
     ``choose_memory_weight``. With ``choose_norm`` (a model fitted with the norm-ratio map) both
     the students' cosine map alone and with the norm ratio at ``NORM_WEIGHT`` are tried, each at
     the memory weight ``choose_memory_weight`` picks for it (or the given ``memory_weight``), and
-    compared there; the norm ratio is kept only when it
-    separates better by more than ``margin``: the cosine map alone is the rule before it, and one
-    map fewer to compute. A norm weight of 0 means the map is dropped (``norm_map`` False)."""
+    compared there; the norm ratio is kept only when it separates better by more than ``margin``:
+    the cosine map alone is the rule before it, and one map fewer to compute. A norm weight of 0
+    means the map is dropped (``norm_map`` False)."""
     norms = (0.0, NORM_WEIGHT) if choose_norm else (model.config.norm_weight if model.config.norm_map else 0.0,)
     cfg = model.config
     results, table = {}, []
@@ -345,14 +345,10 @@ def choose_map_weights(model: DiscrepancyModel, clean: dict[str, torch.Tensor], 
         for a in norms:
             model.config = replace(cfg, norm_weight=a)
             use = (lambda d: d) if a else (lambda d: {k: v for k, v in d.items() if k != "norm"})  # noqa: E731
-            if model.memory is None:
-                rows, w = [{"memory_weight": cfg.memory_weight,
-                            **fusion_separation(model, use(clean), use(painted), masks, valid, cfg.memory_weight)}], \
-                    cfg.memory_weight
-            elif memory_weight is None:
+            if model.memory is not None and memory_weight is None:
                 w, rows = choose_memory_weight(model, use(clean), use(painted), masks, valid)
-            else:
-                w = memory_weight
+            else:  # a given weight, or no memory map to weigh
+                w = cfg.memory_weight if memory_weight is None else memory_weight
                 rows = [{"memory_weight": w, **fusion_separation(model, use(clean), use(painted), masks, valid, w)}]
             best = next(r for r in rows if r["memory_weight"] == w)
             results[a] = (w, best["separation"])

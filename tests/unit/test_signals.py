@@ -381,18 +381,23 @@ def test_memory_weight_mixes_the_two_maps_linearly(tiny_checkpoint):
     model.config = cfg
 
 
+def painted_square(n: int = 12, size: int = 32):
+    """Masks of a square painted on ``n`` frames, and a seeded source of uniform noise maps of
+    their size: the raw material of hand-made parts for the weight choosers."""
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    masks[:, 8:16, 8:16] = True
+    return masks, lambda: torch.rand(n, size, size, generator=g)
+
+
 def test_the_chosen_weight_follows_the_map_that_sees_the_paint(tiny_checkpoint):
     """Hand-made parts: one map marks the painted pixels, the other is noise; the chooser must
     give the heatmap to the map that sees the paint, whichever part that is."""
     from trainer.signals import MEMORY_WEIGHTS, choose_memory_weight
 
     model = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch")).model
-    g = torch.Generator().manual_seed(0)
-    n, h, w = 12, 32, 32
-    masks = torch.zeros(n, h, w, dtype=torch.bool)
-    masks[:, 8:16, 8:16] = True
-    noise = lambda: torch.rand(n, h, w, generator=g)  # noqa: E731
-    gauss = torch.ones(n)
+    masks, noise = painted_square()
+    gauss = torch.ones(len(masks))
     cfg = model.config
     for seeing, blind, expect in (("memory", "student", lambda x: x > 0.5), ("student", "memory", lambda x: x < 0.5)):
         clean = {seeing: noise() * getattr(cfg, f"{seeing}_scale"), blind: noise() * getattr(cfg, f"{blind}_scale"),
@@ -525,12 +530,8 @@ def test_the_norm_ratio_is_kept_only_where_it_separates_the_paint(tiny_checkpoin
 
     model = load_engine(tiny_checkpoint, "cpu", EngineOptions(backend="torch")).model
     cfg = model.config
-    g = torch.Generator().manual_seed(0)
-    n, h, w = 12, 32, 32
-    masks = torch.zeros(n, h, w, dtype=torch.bool)
-    masks[:, 8:16, 8:16] = True
-    noise = lambda: torch.rand(n, h, w, generator=g)  # noqa: E731
-    ones = torch.ones(n)
+    masks, noise = painted_square()
+    ones = torch.ones(len(masks))
 
     def parts(norm_sees: bool, painted: bool) -> dict[str, torch.Tensor]:
         paint = 3.0 * masks if painted else 0.0

@@ -20,9 +20,9 @@ anomalies painted on the validation normals, since how much each map can be trus
 the surface). The norm-ratio map (``AnomalyMapper.norm_ratio``: where the students reproduce a
 feature's direction but not its magnitude) joins the students' part with a = 1/2 when the fit
 chose it the same way (``--norm-map auto``), and is not computed otherwise (a = 0, the cosine map
-alone, as in every checkpoint before it). When the fit measured an edge profile, the heatmap's bands near each frame's edge
-are equalised to the interior's normal variation after the graph (``content_outputs``,
-``inspector.model.nets.edges``), before the score reads its maximum.
+alone, as in every checkpoint before it). When the fit measured an edge profile, the heatmap's
+bands near each frame's edge are equalised to the interior's normal variation after the graph
+(``content_outputs``, ``inspector.model.nets.edges``), before the score reads its maximum.
 """
 
 from __future__ import annotations

@@ -90,8 +90,15 @@ def global_at(model, val, test, k):
             finally:
                 gauss.neighbours = kept
         out.append(d)
-    scale = float(out[0].mean())
-    return [d / scale * model.config.gaussian_scale for d in out]
+    return on_checkpoint_scale(model, out)
+
+
+def on_checkpoint_scale(model, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A variant of the global part, for (validation, test) images, normalised by its validation
+    mean and put on the checkpoint's scale, so that ``combine`` divides it back (the fit's
+    normaliser, per variant)."""
+    scale = float(parts[0].mean())
+    return [d / scale * model.config.gaussian_scale for d in parts]
 
 
 def outlier_factor_at(model, val, test):
@@ -110,8 +117,7 @@ def outlier_factor_at(model, val, test):
         z = ((parts["stats"] - gauss.mean) @ gauss.whiten).double()
         dist, near = torch.topk(torch.cdist(z, ref), k, dim=1, largest=False)
         out.append((dist.mean(dim=1) / ref_knn[near].mean(dim=1).clamp_min(1e-12)).float())
-    scale = float(out[0].mean())
-    return [d / scale * model.config.gaussian_scale for d in out]
+    return on_checkpoint_scale(model, out)
 
 
 def frame_cells_global_at(model, m, train_images, val_images, test_images):
@@ -121,7 +127,7 @@ def frame_cells_global_at(model, m, train_images, val_images, test_images):
     from geometry_ablation import frame_statistics
 
     from inspector.model.nets.signals import GlobalGaussian
-    from trainer.signals import fit_gaussian, gaussian_references
+    from trainer.signals import MAX_REFERENCES, fit_gaussian, set_gaussian
 
     g = m.input_geometry()
     h, w = g.hw
@@ -136,19 +142,10 @@ def frame_cells_global_at(model, m, train_images, val_images, test_images):
         return torch.cat(rows)
 
     train = stats(train_images)
-    k = model.gaussian.neighbours
-    gauss = GlobalGaussian(train.shape[1], k, len(train))
-    mean, precision = fit_gaussian(train)
-    whiten, reference, reference_distance = gaussian_references(train, mean, precision)
-    for name, value in (("mean", mean), ("precision", precision), ("whiten", whiten), ("reference", reference),
-                        ("reference_distance", reference_distance)):
-        getattr(gauss, name).copy_(value)
-    out = []
-    for images in (val_images, test_images):
-        st = stats(images)
-        out.append(gauss.distance(st) / gauss.neighbourhood(st))
-    scale = float(out[0].mean())
-    return [d / scale * model.config.gaussian_scale for d in out]
+    gauss = GlobalGaussian(train.shape[1], model.gaussian.neighbours, min(len(train), MAX_REFERENCES))
+    set_gaussian(gauss, train, *fit_gaussian(train))
+    return on_checkpoint_scale(model, [gauss.distance(st) / gauss.neighbourhood(st)
+                                       for st in (stats(val_images), stats(test_images))])
 
 
 def within_frame_auroc(maps: np.ndarray, masks: np.ndarray, types: list[str]) -> dict[str, float]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from inspector.model.nets.contrast import LocalContrast
 from inspector.model.nets.model import DiscrepancyModel, ModelConfig
-from inspector.model.nets.signals import patch_embeddings, pooled_statistics
+from inspector.model.nets.signals import GlobalGaussian, patch_embeddings, pooled_statistics
 
 # PatchCore keeps 10 % of the patches (1 % loses little); the cap bounds the per-frame cost
 # (positions × bank rows × channels: 0.47 GFLOP for a 256 px frame with the lite0 teacher) and the
@@ -146,6 +146,19 @@ def gaussian_references(stats: torch.Tensor, mean: torch.Tensor, precision: torc
 
 
 @torch.no_grad()
+def set_gaussian(gauss: GlobalGaussian, stats: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor,
+                 seed: int = 0) -> None:
+    """Put a Gaussian fitted on the training normals' pooled statistics ``stats`` (``fit_gaussian``)
+    into ``gauss``, and the normals its neighbourhood is judged against when it has one."""
+    gauss.mean.copy_(mean)
+    gauss.precision.copy_(precision)
+    if gauss.neighbours:
+        for name, value in zip(("whiten", "reference", "reference_distance"),
+                               gaussian_references(stats, mean, precision, seed=seed)):
+            getattr(gauss, name).copy_(value)
+
+
+@torch.no_grad()
 def validation_parts(model: DiscrepancyModel, x_val: torch.Tensor, device, batch: int = 32,
                      valid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Each part's image score on the validation normals: the students' and memory map's top-k
@@ -200,12 +213,7 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
     if bank is not None:
         fused.memory.bank.copy_(bank)
     if mean is not None:
-        fused.gaussian.mean.copy_(mean)
-        fused.gaussian.precision.copy_(precision)
-        if fused.gaussian.neighbours:
-            for name, value in zip(("whiten", "reference", "reference_distance"),
-                                   gaussian_references(stats, mean, precision, seed=seed)):
-                getattr(fused.gaussian, name).copy_(value)
+        set_gaussian(fused.gaussian, stats, mean, precision, seed)
     if contrast_images is not None:
         fused.contrast.rms.copy_(contrast_rms(fused.contrast, contrast_images, device, valid_train))
         if log is not None:

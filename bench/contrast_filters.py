@@ -12,12 +12,17 @@ found when its frame's peak is above the largest over ``--good`` good frames: th
 
 Rows, each on the residual of the grey level minus its Gaussian background (σ = 8 px):
 
-* ``product``: the map's own bank: a blob (σ = 1 px) and 12 lines 11 px long, 0.8 px across;
+* ``product``: the map's bank with plain lines (``--contrast-lines plain``): a blob (σ = 1 px) and
+  12 lines 11 px long, 0.8 px across;
+* ``whitened lines``: the map's bank with whitened lines (``--contrast-lines whitened``, the
+  default): the blob, and the same 12 line shapes each divided by the power spectrum of the
+  training normals' residual (``LocalContrast.set_whitening``, the spectrum by
+  ``trainer.signals.welch_spectrum``): the matched filter for a line in this grain and noise;
 * ``more scales``: that bank plus a σ = 2 px blob and 12 lines 7 px long;
-* ``whitened``: the prediction error of a 7×7 linear predictor of each pixel from its neighbours,
+* ``prediction error``: the prediction error of a 7×7 linear predictor of each pixel from its neighbours,
   fitted by least squares on the training normals (a classic texture-suppression step: it removes
   what the grain's correlation predicts and leaves what it cannot);
-* ``product + whitened``: the larger of the two at each pixel.
+* ``product + prediction error``: the larger of the two at each pixel.
 
 Each filter is divided by its root mean square on ``--train`` training normals, as the product's.
 
@@ -41,6 +46,7 @@ from tiling import add_defect, make_texture  # noqa: E402
 
 from inspector.model.nets.contrast import LocalContrast, line_kernels  # noqa: E402
 from inspector.model.nets.discrepancy import gaussian_kernel1d, separable_blur  # noqa: E402
+from trainer.signals import SPECTRUM_WINDOW, welch_spectrum  # noqa: E402
 
 SIZES = (5, 8, 12)
 Bank = Callable[[torch.Tensor], torch.Tensor]
@@ -120,9 +126,11 @@ def main() -> int:
             img, _, kind = add_defect(make_texture(rng, hw), rng, SIZES[i % len(SIZES)])
             bad.append((residual(img, noise, noise_rng), SIZES[i % len(SIZES)], kind == "scratch"))
         product = LocalContrast((1.0, 1.0, 1.0)).bank  # the map's own filters, on the same residual
-        whitened = whitened_bank(fit_predictor(train))
-        banks = {"product": product, "more scales": matched_bank((1.0, 2.0), (7.0, 11.0)),
-                 "whitened": whitened, "product + whitened": both(product, whitened)}
+        lines = LocalContrast((1.0, 1.0, 1.0), lines="whitened")
+        lines.set_whitening(welch_spectrum(((t[:, 0], None) for t in train), SPECTRUM_WINDOW))
+        predicted = whitened_bank(fit_predictor(train))
+        banks = {"product": product, "whitened lines": lines.bank, "more scales": matched_bank((1.0, 2.0), (7.0, 11.0)),
+                 "prediction error": predicted, "product + prediction error": both(product, predicted)}
         for name, bank in banks.items():
             rms = torch.stack([bank(t).pow(2).mean(dim=(0, 2, 3)).sqrt() for t in train]).mean(0)
             threshold = max(peak(bank, rms, x) for x in good)

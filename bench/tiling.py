@@ -7,8 +7,9 @@ thin scratch), in the MVTec layout; trains two RD models with the same teacher, 
 seed and number of training samples (a tile or a whole frame each: the whole-frame model gets
 as many more epochs) on the same normal frames: one on tiles of that size (``--tile``), one on
 whole frames resized to about that many pixels (``--tile off``); then scores the same test frames
-with both through the serving Engine (``--contrast-map``: also a third, tiled, with the
-local-contrast map fused; ``--zoom N``: also tiled models with magnified windows). The threshold
+with both through the serving Engine (``--contrast-map``: also a tiled model with the
+local-contrast map fused, one for each of ``--contrast-lines``; ``--zoom N``: also tiled models
+with magnified windows). The threshold
 of each is set on its own scores of the good test frames for a false-reject rate of at most 1 %
 (the largest score of fewer than 100 good frames: none rejected), and recall is reported by defect size. Throughput (frames/s and tiles/s at
 2448×2048 and 1280×1024, against 256×256 frames through the whole-frame model) is measured with
@@ -20,6 +21,8 @@ the tiled engine, interleaved in rounds.
         --zoom --contrast-map
     python bench/tiling.py --out runs/tiling-n15 --train 10 --good 30 --defects 63 --epochs 4 --grain 6 \
         --zoom --contrast-map --noise 1.5 --rounds 1 --seconds 2
+    python bench/tiling.py --out runs/tiling-w15 --train 10 --good 30 --defects 63 --epochs 4 --grain 6 \
+        --zoom --contrast-map --contrast-lines whitened plain --noise 1.5 --rounds 1 --seconds 2
 """
 
 from __future__ import annotations
@@ -175,6 +178,10 @@ def main() -> int:
                    help="also train and score tiled models whose windows are enlarged this many times (none: skip)")
     p.add_argument("--contrast-map", action="store_true",
                    help="also train and score a tiled model with the local-contrast map fused (trainer fit --contrast-map)")
+    p.add_argument("--contrast-lines", nargs="+", choices=["whitened", "plain"], default=["whitened"],
+                   help="with --contrast-map: one contrast model per choice of its line filters (trainer fit "
+                        "--contrast-lines); the whitened one is named tiled-contrast, the plain one "
+                        "tiled-contrast-plain")
     p.add_argument("--reuse", action="store_true",
                    help="score the checkpoints an earlier run left in OUT (same data and arguments) instead of "
                         "fitting them again; their fit figures are that run's. Delete a checkpoint to refit it")
@@ -202,9 +209,11 @@ def main() -> int:
     engines = {}
     samples = None
     frames_trained = int(round(args.train * 0.8))
-    variants = [("tiled", args.image_size, 1, False)] \
-        + ([("tiled-contrast", args.image_size, 1, True)] if args.contrast_map else []) \
-        + [(f"tiled-zoom{z}", args.image_size, z, False) for z in args.zoom if z > 1] + [("whole", None, 1, False)]
+    contrast_names = {"whitened": "tiled-contrast", "plain": "tiled-contrast-plain"}
+    variants = [("tiled", args.image_size, 1, None)] \
+        + ([(contrast_names[lines], args.image_size, 1, lines) for lines in args.contrast_lines]
+           if args.contrast_map else []) \
+        + [(f"tiled-zoom{z}", args.image_size, z, None) for z in args.zoom if z > 1] + [("whole", None, 1, None)]
     for name, tile, zoom, contrast in variants:
         t0 = time.perf_counter()
         max_tiles = FitConfig.max_tiles
@@ -227,7 +236,8 @@ def main() -> int:
         else:
             summary = fit(FitConfig(data=data, out=args.out / name, image_size=args.image_size, tile=tile, zoom=zoom,
                                     epochs=epochs, seed=args.seed, progress=False, name=f"bench-{name}",
-                                    val_fraction=0.2, max_tiles=max_tiles, contrast_map=contrast))
+                                    val_fraction=0.2, max_tiles=max_tiles, contrast_map=contrast is not None,
+                                    contrast_lines=contrast or "whitened"))
             fit_s = time.perf_counter() - t0
         if samples is None:
             samples = summary["train_images"] * args.epochs
@@ -247,7 +257,7 @@ def main() -> int:
               f"{table['false_reject_rate']:.3f} (under 15 px {table['recall_under_15px']:.3f}, 15-40 px "
               f"{table['recall_15px_and_over']:.3f}), image AUROC {table['image_auroc']:.3f}; by size "
               f"{table['recall_by_size']}", flush=True)
-    others = {name: engines[name] for name, tile, zoom, contrast in variants if zoom > 1 or contrast}
+    others = {name: engines[name] for name, tile, zoom, contrast in variants if zoom > 1 or contrast is not None}
     results["throughput"] = throughput(engines["tiled"], engines["whole"], args.rounds, args.seconds, others)
     for name, row in results["throughput"].items():
         print(f"throughput {name}: {row['frames_per_s']} frames/s, {row['tiles_per_s']} tiles/s "

@@ -51,7 +51,8 @@ def _fit(args: argparse.Namespace) -> int:
         coreset_fraction=args.coreset_fraction, memory_weight=_memory_weight_arg(args.memory_weight),
         norm_map=args.norm_map,
         global_gaussian=args.global_gaussian,
-        global_neighbours=args.global_neighbours, contrast_map=args.contrast_map, edge_equalise=args.edge_equalise,
+        global_neighbours=args.global_neighbours, contrast_map=args.contrast_map,
+        contrast_lines=args.contrast_lines, edge_equalise=args.edge_equalise,
         device=args.device,
         amp=not args.no_amp, cache_teacher=args.cache_teacher, name=args.name, resume=args.resume,
         init_from=args.init_from, progress=not args.no_progress, max_train_images=args.max_train_images,
@@ -195,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the training normals), by the larger of it and the other maps at each pixel: for "
                         "defects a few pixels across that the teacher's stride-4 features cannot resolve, "
                         "mainly on tiled full-resolution frames (see README)")
+    f.add_argument("--contrast-lines", choices=["whitened", "plain"], default=_fit_default("contrast_lines"),
+                   help="the contrast map's line filters: whitened (each line shape divided by the power "
+                        "spectrum of the training normals' surface, the matched filter for a line in that "
+                        "grain: it finds 1 px scratches the plain shapes lose in the grain) or plain (the "
+                        "shapes themselves, as before)")
     f.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     f.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     f.add_argument("--cache-teacher", choices=["auto", "yes", "no"], default="auto")

@@ -28,6 +28,7 @@ from inspector.model.checkpoint import (EdgeProfile, InputGeometry, Manifest, Ti
 from inspector.contracts.decode import DecodeError, read_image
 from inspector.model.geometry import RESIZE_MODES, STRIDE, Geometry, choose_input_size
 from inspector.model.nets.losses import cosine_distillation_loss
+from inspector.model.nets.contrast import LINE_KINDS
 from inspector.model.nets.model import SIGNALS_PREFIX, DiscrepancyModel, ModelConfig, build_student
 from inspector.model.nets.teachers import build_teacher
 from inspector.model.nets.discrepancy import image_scores
@@ -91,6 +92,7 @@ class FitConfig:
     global_gaussian: bool = True  # fuse the global Gaussian of pooled teacher statistics
     global_neighbours: int = 3  # judge its distance against the k nearest training normals' (0: plain)
     contrast_map: bool = False  # fuse the full-resolution local-contrast map (inspector.model.nets.contrast)
+    contrast_lines: str = "whitened"  # its line filters: whitened by the training normals' spectrum, or plain
     edge_equalise: bool = True  # equalise the map near frame edges to the interior's normal variation (whole frames)
     device: str | None = None
     amp: bool = True
@@ -463,6 +465,8 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
     _check_memory_weight(cfg.memory_weight)
     if cfg.norm_map not in NORM_MAP_MODES:
         raise ValueError(f"norm_map must be one of {NORM_MAP_MODES}, got {cfg.norm_map!r}")
+    if cfg.contrast_lines not in LINE_KINDS:
+        raise ValueError(f"contrast_lines must be one of {LINE_KINDS}, got {cfg.contrast_lines!r}")
     if cfg.global_neighbours < 0:
         raise ValueError(f"global_neighbours must be >= 0 (0: the plain distance), got {cfg.global_neighbours}")
     out = Path(cfg.out)
@@ -625,7 +629,8 @@ def _fit(cfg: FitConfig, ctx: distributed.Dist, device: torch.device, log) -> di
                         coreset_fraction=cfg.coreset_fraction, seed=cfg.seed, n_images=len(x_train), log=log,
                         valid_train=valid_train, valid_val=valid_val,
                         contrast_images=x_train if cfg.contrast_map else None,
-                        gaussian_neighbours=cfg.global_neighbours, norm_map=cfg.norm_map != "off")
+                        gaussian_neighbours=cfg.global_neighbours, norm_map=cfg.norm_map != "off",
+                        contrast_lines=cfg.contrast_lines)
     weighing = weigh_maps(cfg, model, x_val, x_syn, syn_masks, valid_val, spec, device, log)
     if model.contrast is not None:
         contrast_peak, mix_peak = align_contrast(model, x_val, device, valid_val)

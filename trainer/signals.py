@@ -119,6 +119,57 @@ def contrast_rms(contrast: LocalContrast, images: torch.Tensor, device, valid: t
     return rms
 
 
+SPECTRUM_WINDOW = 64  # px: the windows the residual's power spectrum is averaged over (32 on smaller inputs)
+SPECTRUM_IMAGES = 256  # at most this many training normals, spread evenly, estimate it
+
+
+@torch.no_grad()
+def residual_spectrum(contrast: LocalContrast, images: torch.Tensor, device, valid: torch.Tensor | None = None,
+                      batch: int = 16) -> torch.Tensor:
+    """The power spectrum (n×n FFT grid) of the contrast map's residual on the training normals
+    ``images`` (N,3,H,W, model input; at most ``SPECTRUM_IMAGES`` of them, spread evenly), their
+    pixels outside the frame (``valid``) left out: what ``LocalContrast.set_whitening`` divides by."""
+    h, w = images.shape[-2:]
+    n = SPECTRUM_WINDOW if min(h, w) >= SPECTRUM_WINDOW else 32
+    if min(h, w) < n:
+        raise ValueError(f"whitened contrast lines need a model input of at least {n} px, not {h}x{w}")
+    keep = torch.linspace(0, len(images) - 1, min(len(images), SPECTRUM_IMAGES)).round().long().unique()
+    residuals = ((contrast.residual(images[idx].to(device))[:, 0], None if valid is None else valid[idx])
+                 for idx in keep.split(batch))
+    return welch_spectrum(residuals, n)
+
+
+@torch.no_grad()
+def welch_spectrum(residuals: Iterable[tuple[torch.Tensor, torch.Tensor | None]], n: int) -> torch.Tensor:
+    """Welch's estimate of the power spectrum (n×n FFT grid, zero frequency at [0, 0]) of zero-mean
+    residual images (B,H,W), each with its frame pixels (B,H,W bool, or None: all): Hann-windowed
+    n-px windows at half-window steps, pixels outside the frame left out, windows mostly outside skipped."""
+    hann = torch.hann_window(n, periodic=False, dtype=torch.float64)
+    taper = hann[:, None] * hann[None, :]
+    power = torch.zeros(n, n, dtype=torch.float64)
+    energy = 0.0
+    for r, v in residuals:
+        r = r.detach().double().cpu()
+        v = torch.ones_like(r) if v is None else v.to(r.device, torch.float64)
+        windows = r.unfold(1, n, n // 2).unfold(2, n, n // 2).reshape(-1, n, n)
+        inside = v.unfold(1, n, n // 2).unfold(2, n, n // 2).reshape(-1, n, n)
+        used = inside.mean(dim=(1, 2)) >= 0.5
+        windows, weight = windows[used], inside[used] * taper
+        if not len(windows):
+            continue
+        mean = (windows * weight).sum(dim=(1, 2), keepdim=True) / weight.sum(dim=(1, 2), keepdim=True)
+        power += (torch.fft.fft2((windows - mean) * weight).abs() ** 2).sum(0)
+        energy += float((weight ** 2).sum())
+    if energy <= 0:
+        raise ValueError("no window of the training normals lies inside their frames: cannot fit the whitened "
+                         "contrast lines")
+    spectrum = power / energy
+    if not bool(torch.isfinite(spectrum).all()) or float(spectrum.median()) <= 0:
+        raise ValueError("the training normals give the contrast residual no power (a flat image?): "
+                         "cannot whiten the lines")
+    return spectrum
+
+
 def fit_gaussian(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, precision) of pooled statistics (N, D) of the training normals (Ledoit-Wolf)."""
     from sklearn.covariance import LedoitWolf
@@ -181,17 +232,20 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
                 memory: bool, gaussian: bool, coreset_fraction: float = DEFAULT_CORESET_FRACTION,
                 seed: int = 0, n_images: int | None = None, log=None, valid_train: torch.Tensor | None = None,
                 valid_val: torch.Tensor | None = None, contrast_images: torch.Tensor | None = None,
-                gaussian_neighbours: int = 0, norm_map: bool = False) -> DiscrepancyModel:
+                gaussian_neighbours: int = 0, norm_map: bool = False,
+                contrast_lines: str = "whitened") -> DiscrepancyModel:
     """A model with the requested signals fitted on ``train_batches`` (teacher feature batches of
     the training normals; ``n_images`` of them) and the fusion normalised on ``x_val`` (validation
     normals). ``contrast_images`` (the training normals, model input): also fit and fuse the
     local-contrast map on them. ``gaussian_neighbours`` > 0: the global distance is divided by that
     of the image's nearest training normals (``GlobalGaussian``), which are kept for it. ``norm_map``:
     the students' part also reads their features' norm ratio (normalised here; its share is chosen
-    by ``choose_map_weights``)."""
+    by ``choose_map_weights``). ``contrast_lines``: the contrast map's lines, plain or whitened (fitted
+    here on the same normals, ``residual_spectrum``)."""
     cfg = model.config
     new_cfg = replace(cfg, memory_bank_size=0, gaussian=False, gaussian_neighbours=0, gaussian_references=0,
-                      contrast=contrast_images is not None, norm_map=norm_map)
+                      contrast=contrast_images is not None, norm_map=norm_map,
+                      contrast_lines=contrast_lines if contrast_images is not None else "plain")
     bank = mean = precision = None
     per_image = max(1, math.ceil(MAX_CANDIDATES / n_images)) if n_images else None
     patches, stats = collect(train_batches, cfg.memory_levels, cfg.memory_pool, memory, gaussian, per_image, seed,
@@ -215,6 +269,12 @@ def fit_signals(model: DiscrepancyModel, train_batches: Iterable[list[torch.Tens
     if mean is not None:
         set_gaussian(fused.gaussian, stats, mean, precision, seed)
     if contrast_images is not None:
+        if fused.contrast.line_kind == "whitened":
+            spectrum = residual_spectrum(fused.contrast, contrast_images, device, valid_train)
+            fused.contrast.set_whitening(spectrum)
+            if log is not None:
+                log.info("contrast_lines_whitened", window=spectrum.shape[-1],
+                         spectrum_range=round(float(spectrum.max() / spectrum.median()), 2))
         fused.contrast.rms.copy_(contrast_rms(fused.contrast, contrast_images, device, valid_train))
         if log is not None:
             log.info("contrast_fitted", rms=[round(float(v), 6) for v in fused.contrast.rms])
@@ -386,4 +446,4 @@ def fusion_config(cfg: ModelConfig) -> dict | None:
             "student_scale": cfg.student_scale,
             "memory_scale": cfg.memory_scale, "gaussian_scale": cfg.gaussian_scale, "memory_weight": cfg.memory_weight,
             "norm_map": cfg.norm_map, "norm_weight": cfg.norm_weight, "norm_scale": cfg.norm_scale,
-            "contrast": cfg.contrast, "contrast_scale": cfg.contrast_scale}
+            "contrast": cfg.contrast, "contrast_scale": cfg.contrast_scale, "contrast_lines": cfg.contrast_lines}

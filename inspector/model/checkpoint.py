@@ -86,6 +86,9 @@ class Signals(BaseModel):
     norm_scale: float = Field(1.0, gt=0)
     contrast: bool = Field(False, description="the full-resolution local-contrast map, fused by the pixel maximum")
     contrast_scale: float = Field(1.0, gt=0)
+    contrast_lines: Literal["plain", "whitened"] = Field(
+        "plain", description="its line filters: the shapes themselves (plain, as before whitened existed) or "
+        "matched to the training normals' spectrum (whitened, the kernels saved with the weights)")
 
 
 class InputGeometry(BaseModel):

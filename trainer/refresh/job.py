@@ -89,8 +89,9 @@ def _link_all(paths: list[Path], folder: Path) -> list[Path]:
 
 def _fit_config(settings: TrainerSettings, model: str, work: Path, live: Path | None, ref: Manifest | None,
                 warm: bool) -> Any:
-    """The candidate's training: a refreshed model keeps the live one's method, teacher, input and
-    tiling, so the gate compares like with like; without a live model, the settings decide."""
+    """The candidate's training: a refreshed model keeps the live one's method, teacher, input,
+    tiling and local-contrast map, so the gate compares like with like; without a live model, the
+    settings decide."""
     from ..fit import FitConfig
 
     return FitConfig(
@@ -104,6 +105,8 @@ def _fit_config(settings: TrainerSettings, model: str, work: Path, live: Path | 
         tile=(ref.tiling.tile if ref.tiling else None) if ref else "auto",
         overlap=ref.tiling.overlap if ref and ref.tiling else None,
         zoom=ref.tiling.zoom if ref and ref.tiling else 1,
+        contrast_map=bool(ref and ref.signals and ref.signals.contrast),
+        contrast_lines=ref.signals.contrast_lines if ref and ref.signals else "whitened",
         score_mode=ref.score_mode if ref else "max", topk_fraction=ref.topk_fraction if ref else 0.01,
         loss=ref.loss if ref else "map",
         target_frr=ref.target_frr if ref else settings.target_frr,

@@ -237,7 +237,7 @@ def main() -> int:
             summary = fit(FitConfig(data=data, out=args.out / name, image_size=args.image_size, tile=tile, zoom=zoom,
                                     epochs=epochs, seed=args.seed, progress=False, name=f"bench-{name}",
                                     val_fraction=0.2, max_tiles=max_tiles, contrast_map=contrast is not None,
-                                    contrast_lines=contrast or "whitened"))
+                                    contrast_lines=contrast or FitConfig.contrast_lines))
             fit_s = time.perf_counter() - t0
         if samples is None:
             samples = summary["train_images"] * args.epochs

@@ -106,7 +106,7 @@ def _fit_config(settings: TrainerSettings, model: str, work: Path, live: Path | 
         overlap=ref.tiling.overlap if ref and ref.tiling else None,
         zoom=ref.tiling.zoom if ref and ref.tiling else 1,
         contrast_map=bool(ref and ref.signals and ref.signals.contrast),
-        contrast_lines=ref.signals.contrast_lines if ref and ref.signals else "whitened",
+        contrast_lines=ref.signals.contrast_lines if ref and ref.signals else FitConfig.contrast_lines,
         score_mode=ref.score_mode if ref else "max", topk_fraction=ref.topk_fraction if ref else 0.01,
         loss=ref.loss if ref else "map",
         target_frr=ref.target_frr if ref else settings.target_frr,

@@ -77,7 +77,8 @@ def whitened_line_kernels(spectrum: torch.Tensor, length: float, width: float, o
     grid = torch.zeros(orientations, n, n, dtype=torch.float64)
     grid[:, :k, :k] = shapes
     grid = torch.roll(grid, (-(k // 2), -(k // 2)), dims=(1, 2))  # the line's centre at [0, 0]
-    power = spectrum.double().clamp_min(floor * float(spectrum.double().median()))
+    spectrum = spectrum.double()
+    power = spectrum.clamp_min(floor * float(spectrum.median()))
     response = torch.fft.fft2(grid) / power
     response[:, 0, 0] = 0
     kernels = torch.fft.fftshift(torch.fft.ifft2(response).real, dim=(1, 2))

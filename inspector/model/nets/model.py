@@ -28,6 +28,7 @@ bands near each frame's edge are equalised to the interior's normal variation af
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class ModelConfig:
     norm_scale: float = 1.0
     contrast: bool = False  # the full-resolution local-contrast map, fused by the pixel maximum
     contrast_scale: float = 1.0  # its largest value on the validation normals over the mix's largest
-    contrast_lines: str = "plain"  # its line filters: "plain" shapes or "whitened" by the normals' spectrum
+    contrast_lines: Literal["plain", "whitened"] = "plain"  # its line filters: "plain" shapes or "whitened" by the normals' spectrum
     edge_bin: int = EDGE_BIN  # edge equalisation (inspector.model.nets.edges): band width, input px
     edge_gain: tuple[float, ...] = ()  # per band from the frame's edge inwards; () = not equalised
     edge_offset: tuple[float, ...] = ()
@@ -109,7 +110,7 @@ class DiscrepancyModel(nn.Module):
                        if config.memory_bank_size > 0 else None)
         self.gaussian = (GlobalGaussian(gaussian_dim(teacher), config.gaussian_neighbours, config.gaussian_references)
                          if config.gaussian else None)
-        self.contrast = LocalContrast(teacher.spec.std, lines=config.contrast_lines) if config.contrast else None  # type: ignore[arg-type]
+        self.contrast = LocalContrast(teacher.spec.std, lines=config.contrast_lines) if config.contrast else None
         self._equaliser: Equaliser | None = None  # built from the config's edge profile when first used
 
     def features(self, images: torch.Tensor, teacher_feats: list[torch.Tensor] | None = None):
